@@ -1,0 +1,5 @@
+"""Shared pytest configuration: fixture plugins, one module per area."""
+
+pytest_plugins = [
+    "backup_pipeline_tests.fix_history",
+]
