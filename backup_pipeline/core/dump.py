@@ -1,0 +1,248 @@
+"""Dumping one database: a consistent snapshot, streamed and compressed.
+
+One REPEATABLE READ transaction exports a snapshot; pg_dump runs inside that
+snapshot (`--snapshot`) while the same transaction counts every table, so the
+manifest's row counts describe exactly what the archive holds, even under
+concurrent writes. pg_dump's custom-format output (-Z0) is compressed and
+hashed as it streams to a `.partial` file that is renamed only on success.
+"""
+
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from .archive import BackupNames, HashingWriter, compress_stream
+from .errors import BackupPipelineError, DumpError, PgToolError
+from .pgconn import PgConn
+from .pgtools import PgTools, find_tools
+from .redact import redact_text
+
+SSL_REQUIRED_MODES = {"require", "verify-ca", "verify-full"}
+
+_TABLES_SQL = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND NOT EXISTS (  -- extension member tables are not dumped
+    SELECT 1 FROM pg_depend d
+    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+@dataclass
+class DumpResult:
+    archive_path: Path
+    globals_path: Path | None
+    codec: str
+    compression_level: int
+    archive_size: int
+    archive_sha256: str
+    raw_size: int
+    globals_size: int
+    globals_sha256: str | None
+    row_counts: dict[str, int]
+    snapshot_id: str
+    server_version: str
+    pg_dump_version: str
+    database: str
+    started_at: datetime
+    finished_at: datetime
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def server_major(self) -> int:
+        return int(self.server_version.split(".")[0])
+
+    @property
+    def duration_seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Path):
+                out[key] = str(value)
+            elif isinstance(value, datetime):
+                out[key] = value.isoformat()
+        return out
+
+
+def server_version(pg: psycopg.Connection) -> str:
+    num = pg.info.server_version
+    return f"{num // 10000}.{num % 10000}" if num >= 100000 else f"{num // 10000}.{num // 100 % 100}"
+
+
+def tools_for(conn: PgConn, major: int, pg_bin_dir: str | None, purpose: str = "dump") -> PgTools:
+    need_ssl = conn.params.get("sslmode") in SSL_REQUIRED_MODES
+    try:
+        return find_tools(major, pg_bin_dir=pg_bin_dir, need_ssl=need_ssl, purpose=purpose, subject="PostgreSQL")
+    except PgToolError as exc:
+        raise PgToolError(f"{conn.where}: {exc}") from None
+
+
+def count_rows(pg: psycopg.Connection) -> tuple[dict[str, int], list[str]]:
+    """Exact row count of every dumped table, in the connection's current snapshot."""
+    counts: dict[str, int] = {}
+    warnings: list[str] = []
+    for schema, table in pg.execute(_TABLES_SQL).fetchall():
+        name = f"{schema}.{table}"
+        try:
+            with pg.transaction():
+                query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+                counts[name] = pg.execute(query).fetchone()[0]
+        except psycopg.errors.InsufficientPrivilege:
+            warnings.append(f"no SELECT privilege on {name}: its row count is not recorded")
+    return counts, warnings
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
+
+
+def _pg_dump_error(conn: PgConn, tools: PgTools, returncode: int, stderr: str) -> BackupPipelineError:
+    tail = redact_text(stderr.strip(), conn.secrets())[-1500:]
+    if "server version mismatch" in tail:
+        return PgToolError(f"pg_dump {tools.version} refused {conn.where}: {tail} — install a newer postgresql-client or set pg_bin_dir")
+    if "could not obtain lock" in tail or "lock timeout" in tail.lower():
+        return DumpError(
+            f"pg_dump of {conn.where} could not lock a table within lock_wait_timeout ({tail}): "
+            "a migration or long transaction holds it; retry later or raise lock_wait_timeout"
+        )
+    if returncode < 0:
+        return DumpError(
+            f"pg_dump of {conn.where} {_describe_exit(returncode)} before finishing; no backup was written "
+            f"(check memory limits / the OOM killer, or what stopped it). {tail}".strip()
+        )
+    return DumpError(f"pg_dump of {conn.where} {_describe_exit(returncode)}: {tail or 'no error output'}")
+
+
+def dump_database(
+    dsn: str,
+    stage_dir: Path,
+    names: BackupNames,
+    *,
+    pg_bin_dir: str | None = None,
+    level: int = 3,
+    threads: int = -1,
+    lock_wait_timeout_s: int = 300,
+) -> DumpResult:
+    """Dump the whole database behind `dsn` into stage_dir; returns what the manifest needs."""
+    conn = PgConn.parse(dsn)
+    conn.check_not_transaction_pooler()
+    started_at = datetime.now(UTC)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    archive_path = stage_dir / Path(names.archive).name
+    partial = archive_path.with_name(archive_path.name + ".partial")
+
+    with conn.connect() as pg:
+        pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        pg.read_only = True
+        version = server_version(pg)
+        tools = tools_for(conn, int(version.split(".")[0]), pg_bin_dir)
+        pg.execute("SET LOCAL row_security = off")  # as pg_dump: an RLS-filtered count would be wrong
+        pg.execute(f"SET LOCAL lock_timeout = {int(lock_wait_timeout_s) * 1000}")
+        snapshot_id = pg.execute("SELECT pg_export_snapshot()").fetchone()[0]
+
+        env = conn.subprocess_env()
+        with tempfile.TemporaryFile() as stderr_file, open(partial, "wb") as out:
+            proc = subprocess.Popen(
+                [tools.path("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
+                 "--no-password", f"--lock-wait-timeout={int(lock_wait_timeout_s) * 1000}",
+                 f"--dbname={psycopg.conninfo.make_conninfo(dbname=conn.dbname)}"],
+                stdout=subprocess.PIPE, stderr=stderr_file, env=env,
+            )
+            writer = HashingWriter(out)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="row-counts") as pool:
+                counting = pool.submit(count_rows, pg)
+                try:
+                    raw_size = compress_stream(proc.stdout, writer, names.codec, level, threads)
+                    out.flush()
+                    os.fsync(out.fileno())
+                except BaseException as exc:
+                    proc.kill()
+                    pg.cancel_safe()
+                    proc.wait()
+                    partial.unlink(missing_ok=True)
+                    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                        raise DumpError(
+                            f"disk full while writing {partial} (dump of {conn.where}): "
+                            f"free space in {stage_dir} or set stage_dir to a larger disk"
+                        ) from None
+                    if isinstance(exc, OSError):
+                        raise DumpError(f"cannot write {partial}: {exc}") from None
+                    raise
+                finally:
+                    proc.stdout.close()
+                returncode = proc.wait()
+                if returncode != 0:
+                    pg.cancel_safe()
+                    partial.unlink(missing_ok=True)
+                    stderr_file.seek(0)
+                    raise _pg_dump_error(conn, tools, returncode, stderr_file.read().decode(errors="replace"))
+                try:
+                    row_counts, warnings = counting.result()
+                except psycopg.Error as exc:
+                    partial.unlink(missing_ok=True)
+                    raise DumpError(
+                        f"counting rows of {conn.where} failed: {redact_text(str(exc), conn.secrets())}"
+                    ) from None
+        pg.rollback()
+
+    os.replace(partial, archive_path)
+    globals_path, globals_size, globals_sha, globals_warning = dump_roles(conn, tools, stage_dir, names)
+    if globals_warning:
+        warnings.append(globals_warning)
+    return DumpResult(
+        archive_path=archive_path,
+        globals_path=globals_path,
+        codec=names.codec,
+        compression_level=level,
+        archive_size=writer.size,
+        archive_sha256=writer.sha256.hexdigest(),
+        raw_size=raw_size,
+        globals_size=globals_size,
+        globals_sha256=globals_sha,
+        row_counts=row_counts,
+        snapshot_id=snapshot_id,
+        server_version=version,
+        pg_dump_version=tools.version,
+        database=conn.dbname,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        warnings=warnings,
+    )
+
+
+def dump_roles(conn: PgConn, tools: PgTools, stage_dir: Path, names: BackupNames):
+    """Roles (without passwords) beside the archive; pg_dump does not include them."""
+    path = stage_dir / Path(names.globals).name
+    result = subprocess.run(
+        [tools.path("pg_dumpall"), "--roles-only", "--no-role-passwords", "--no-password", "-l", conn.dbname],
+        capture_output=True, env=conn.subprocess_env(), timeout=600,
+    )
+    if result.returncode != 0:
+        err = redact_text(result.stderr.decode(errors="replace").strip(), conn.secrets())[-500:]
+        return None, 0, None, f"roles were not dumped (pg_dumpall --roles-only failed: {err}); restore with --no-owner"
+    path.write_bytes(result.stdout)
+    return path, len(result.stdout), hashlib.sha256(result.stdout).hexdigest(), None
+
+

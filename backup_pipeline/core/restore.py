@@ -1,0 +1,176 @@
+"""Restoring an archive into a database: roles first, then pg_restore.
+
+pg_dump does not carry roles, so the roles file stored beside each archive is
+replayed first, but only for roles the destination lacks: an existing role is
+never altered. The archive is decompressed as a stream straight into
+pg_restore's stdin (one job), or into a temporary file when parallel jobs are
+asked for, since `pg_restore -j` needs a seekable file.
+"""
+
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import psycopg
+from psycopg import sql
+
+from .archive import decompress_stream
+from .dump import server_version, tools_for
+from .errors import RestoreError
+from .pgconn import PgConn
+from .redact import redact_text
+
+_ROLE_LINE = re.compile(r'^(?:CREATE|ALTER|COMMENT ON) ROLE ("(?:[^"]|"")+"|[^\s;]+)')
+_GRANT_LINE = re.compile(r'^GRANT ("(?:[^"]|"")+"|[^\s;]+) TO ("(?:[^"]|"")+"|[^\s;]+)')
+
+_USER_RELATIONS_SQL = """
+SELECT n.nspname || '.' || c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+ORDER BY 1
+"""
+
+
+@dataclass
+class RestoreResult:
+    destination: str
+    server_version: str
+    pg_restore_version: str
+    roles_created: list[str]
+    duration_seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def _unquote(ident: str) -> str:
+    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident
+
+
+def role_statements(globals_sql: str, missing: set[str]) -> list[str]:
+    """Statements of the roles file that create or describe a role in `missing`."""
+    out = []
+    for line in globals_sql.splitlines():
+        line = line.strip()
+        if match := _ROLE_LINE.match(line):
+            if _unquote(match.group(1)) in missing:
+                out.append(line)
+        elif match := _GRANT_LINE.match(line):
+            if {_unquote(match.group(1)), _unquote(match.group(2))} & missing:
+                out.append(line)
+    return out
+
+
+def roles_in(globals_sql: str) -> set[str]:
+    return {_unquote(m.group(1)) for line in globals_sql.splitlines() if (m := re.match(r'^CREATE ROLE ("(?:[^"]|"")+"|[^\s;]+);', line.strip()))}
+
+
+def create_missing_roles(pg: psycopg.Connection, globals_sql: str) -> tuple[list[str], list[str]]:
+    """Create the roles the destination lacks; returns (created, warnings)."""
+    existing = {r for (r,) in pg.execute("SELECT rolname FROM pg_roles").fetchall()}
+    missing = roles_in(globals_sql) - existing
+    warnings = []
+    for statement in role_statements(globals_sql, missing):
+        try:
+            with pg.transaction():
+                pg.execute(statement)
+        except psycopg.Error as exc:
+            warnings.append(f"{statement[:120]}: {str(exc).strip().splitlines()[0]}")
+    created = sorted(r for r in missing if pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (r,)).fetchone())
+    return created, warnings
+
+
+def user_relations(pg: psycopg.Connection) -> list[str]:
+    return [r for (r,) in pg.execute(_USER_RELATIONS_SQL).fetchall()]
+
+
+def restore_archive(
+    archive: BinaryIO,
+    codec: str,
+    to_dsn: str,
+    *,
+    source_major: int,
+    dump_tool_major: int,
+    globals_sql: str | None = None,
+    pg_bin_dir: str | None = None,
+    jobs: int = 1,
+    require_empty: bool = True,
+    stage_dir: Path | None = None,
+) -> RestoreResult:
+    """Restore a compressed custom-format archive (a readable stream) into the database at to_dsn."""
+    conn = PgConn.parse(to_dsn, what="destination URL")
+    started = time.monotonic()
+    with conn.connect(autocommit=True) as pg:
+        version = server_version(pg)
+        major = int(version.split(".")[0])
+        if major < source_major:
+            raise RestoreError(
+                f"{conn.where} runs PostgreSQL {version}, older than the backup's server {source_major}: "
+                f"restore into PostgreSQL {source_major} or newer"
+            )
+        if require_empty and (existing := user_relations(pg)):
+            raise RestoreError(
+                f"{conn.where} is not empty ({len(existing)} relations, e.g. {', '.join(existing[:3])}): "
+                "restore into an empty database, or drop these objects first"
+            )
+        tools = tools_for(conn, max(major, dump_tool_major), pg_bin_dir, purpose="restore into")
+        created, warnings = create_missing_roles(pg, globals_sql) if globals_sql else ([], [])
+        if globals_sql is None:
+            warnings.append("the backup has no roles file: objects owned by roles missing here will fail to restore")
+
+    args = [tools.path("pg_restore"), "--no-password", "--exit-on-error",
+            f"--dbname={psycopg.conninfo.make_conninfo(dbname=conn.dbname)}"]
+    env = conn.subprocess_env()
+    if jobs > 1:
+        with tempfile.NamedTemporaryFile(dir=stage_dir, suffix=".dump") as plain:
+            decompress_stream(archive, plain, codec)
+            plain.flush()
+            result = subprocess.run(args + [f"--jobs={jobs}", plain.name], capture_output=True, env=env)
+            stderr = result.stderr
+    else:
+        result, stderr = _restore_from_stream(args, env, archive, codec)
+    if result.returncode != 0:
+        tail = redact_text(stderr.decode(errors="replace").strip(), conn.secrets())[-1500:]
+        raise RestoreError(f"pg_restore into {conn.where} failed: {tail}")
+    return RestoreResult(
+        destination=conn.where,
+        server_version=version,
+        pg_restore_version=tools.version,
+        roles_created=created,
+        duration_seconds=time.monotonic() - started,
+        warnings=warnings,
+    )
+
+
+def _restore_from_stream(args: list[str], env: dict, archive: BinaryIO, codec: str):
+    with tempfile.TemporaryFile() as stderr_file:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=stderr_file, env=env)
+        try:
+            decompress_stream(archive, proc.stdin, codec)
+        except BrokenPipeError:
+            pass  # pg_restore stopped early; its exit code and stderr say why
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            proc.wait()
+        stderr_file.seek(0)
+        return proc, stderr_file.read()
+
+
+def create_database(admin_dsn: str, name: str) -> str:
+    """CREATE DATABASE name on the server of admin_dsn; returns a DSN for it."""
+    conn = PgConn.parse(admin_dsn)
+    with conn.connect(autocommit=True) as pg:
+        pg.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return conn.with_dbname(name).dsn
+
+

@@ -1,0 +1,36 @@
+"""Asset metadata for `backups/<target>`, built from the history row so both say the same."""
+
+import dagster as dg
+
+from backup_pipeline.core.history import BackupRecord
+
+ROW_COUNT_SCHEMA = dg.TableSchema(
+    columns=[dg.TableColumn("table", "string"), dg.TableColumn("rows", "int")]
+)
+
+
+def backup_metadata(record: BackupRecord) -> dict[str, object]:
+    counts = record.row_counts or {}
+    return {
+        "backup_id": record.id,
+        "type": record.type,
+        "status": record.status,
+        "verification_status": record.verification_status,
+        "timestamp": dg.MetadataValue.timestamp(record.timestamp),
+        "retention_until": dg.MetadataValue.timestamp(record.retention_until),
+        "archive_uri": dg.MetadataValue.path(record.archive_uri or ""),
+        "manifest_uri": dg.MetadataValue.path(record.manifest_uri or ""),
+        "size_bytes": dg.MetadataValue.int(record.size_bytes or 0),
+        "size_mb": dg.MetadataValue.float(record.size_mb or 0.0),
+        "sha256": record.sha256 or "",
+        "duration_seconds": dg.MetadataValue.float(record.duration_seconds or 0.0),
+        "server_version": record.server_version or "",
+        "pg_dump_version": record.pg_dump_version or "",
+        "compression": record.compression or "",
+        "total_rows": dg.MetadataValue.int(sum(counts.values())),
+        "row_counts": dg.MetadataValue.table(
+            records=[dg.TableRecord({"table": name, "rows": rows}) for name, rows in sorted(counts.items())],
+            schema=ROW_COUNT_SCHEMA,
+        ),
+        "dagster_run_id": record.dagster_run_id or "",
+    }

@@ -1,0 +1,133 @@
+"""The backup steps: dump -> upload -> verify.
+
+Each op reads its config, calls the core, records the outcome in
+`backup_history` and logs metadata. Upload retries transient storage errors
+itself (Dagster's RetryRequested) without dumping again.
+"""
+
+import shutil
+from typing import Literal
+
+import dagster as dg
+
+from backup_pipeline.core.archive import BackupNames
+from backup_pipeline.core.backup import StagedBackup, build_manifest, publish, read_manifest, verify_checksum
+from backup_pipeline.core.config import check_backup_type
+from backup_pipeline.core.dump import dump_database
+from backup_pipeline.core.errors import StorageError
+from backup_pipeline.core.history import CHECKSUM_OK, VERIFICATION_FAILED
+from backup_pipeline.core.pgconn import PgConn
+from backup_pipeline.defs.backup.metadata import backup_metadata
+from backup_pipeline.defs.failures import failing_as, user_message
+from backup_pipeline.resources import BackupSettings
+
+UPLOAD_RETRIES = 3
+
+
+class BackupConfig(dg.Config):
+    """What to back up. Secrets never go here: dsn_env names the variable holding the URL."""
+
+    target: str
+    type: Literal["daily", "manual", "pre-migration", "post-migration", "pre-restore"] = "manual"
+    storage_url: str | None = None
+    dsn_env: str | None = None
+
+
+@dg.op(description="Dump the target in one consistent snapshot, compressed and checksummed, into the local stage.")
+def dump(context: dg.OpExecutionContext, config: BackupConfig, backup_settings: BackupSettings) -> StagedBackup:
+    with failing_as():
+        settings = backup_settings.load()
+        target = settings.adhoc_target(config.target, dsn_env=config.dsn_env, storage_url=config.storage_url)
+        check_backup_type(config.type)
+        history = backup_settings.history(settings)
+    record = history.start(
+        target=target.name, type=config.type, dagster_run_id=context.run_id, retention_days=target.retention_days
+    )
+    with failing_as(history, record.id):
+        conn = PgConn.parse(target.dsn(), what=f"database URL of target {target.name!r} ({target.dsn_env})")
+        storage = backup_settings.storage(settings, target.storage_url)
+        storage.check()  # a missing bucket fails now, not after an hour of dumping
+        names = BackupNames.for_backup(target.name, record.timestamp, target.compression)
+        context.log.info(f"Dumping {conn.where} (target {target.name}, {config.type}) to {storage.uri(names.archive)}")
+        result = dump_database(
+            conn.dsn,
+            backup_settings.stage_dir(settings, context.run_id),
+            names,
+            pg_bin_dir=target.pg_bin_dir,
+            level=target.compression_level,
+        )
+    for warning in result.warnings:
+        context.log.warning(warning)
+    context.add_output_metadata(
+        {
+            "archive_size_bytes": result.archive_size,
+            "uncompressed_bytes": result.raw_size,
+            "tables": len(result.row_counts),
+            "pg_dump_version": result.pg_dump_version,
+            "server_version": result.server_version,
+            "dump_seconds": round(result.duration_seconds, 3),
+        }
+    )
+    return StagedBackup(backup_id=record.id, target=target, backup_type=config.type, names=names, dump=result)
+
+
+@dg.op(description="Upload archive and roles file, then manifest.json last; record the backup as completed.")
+def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings: BackupSettings) -> StagedBackup:
+    settings = backup_settings.load()
+    history = backup_settings.history(settings)
+    with failing_as(history, staged.backup_id):
+        storage = backup_settings.storage(settings, staged.target.storage_url)
+        manifest = build_manifest(
+            backup_id=staged.backup_id,
+            target=staged.target.name,
+            backup_type=staged.backup_type,
+            names=staged.names,
+            dump=staged.dump,
+            dagster_run_id=context.run_id,
+        )
+        try:
+            published = publish(storage, staged.names, staged.dump, manifest)
+        except StorageError as exc:
+            if exc.transient and context.retry_number < UPLOAD_RETRIES:
+                context.log.warning(f"Upload failed, will retry: {user_message(exc)}")
+                raise dg.RetryRequested(max_retries=UPLOAD_RETRIES, seconds_to_wait=5 * 2**context.retry_number) from None
+            raise
+        record = history.complete(
+            staged.backup_id,
+            archive_uri=published.archive_uri,
+            globals_uri=published.globals_uri,
+            manifest_uri=published.manifest_uri,
+            size_bytes=staged.dump.archive_size,
+            sha256=staged.dump.archive_sha256,
+            row_counts=staged.dump.row_counts,
+            duration_seconds=staged.dump.duration_seconds,
+            server_version=staged.dump.server_version,
+            pg_dump_version=staged.dump.pg_dump_version,
+            compression=staged.dump.codec,
+        )
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=["backups", staged.target.name],
+            description=f"{staged.backup_type} backup {record.id}",
+            metadata=backup_metadata(record),
+        )
+    )
+    shutil.rmtree(staged.dump.archive_path.parent, ignore_errors=True)
+    return staged
+
+
+@dg.op(description="Re-read the archive from storage and check its sha256 and size against the manifest.")
+def verify(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings: BackupSettings) -> str:
+    settings = backup_settings.load()
+    history = backup_settings.history(settings)
+    storage = backup_settings.storage(settings, staged.target.storage_url)
+    try:
+        manifest = read_manifest(storage, staged.names.manifest)
+        digest, size = verify_checksum(storage, manifest)
+    except Exception as exc:  # noqa: BLE001 - any failure to verify marks the backup unverified
+        message = user_message(exc)
+        history.set_verification(staged.backup_id, VERIFICATION_FAILED, message)
+        raise dg.Failure(description=message, allow_retries=False) from None
+    history.set_verification(staged.backup_id, CHECKSUM_OK, f"sha256 {digest} and size {size} match the manifest")
+    context.add_output_metadata({"sha256": digest, "size_bytes": size, "manifest_uri": storage.uri(staged.names.manifest)})
+    return staged.backup_id
