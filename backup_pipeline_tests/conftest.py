@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "backup_pipeline_tests.fix_history",
+    "backup_pipeline_tests.fix_s3",
 ]
