@@ -108,3 +108,11 @@ class StagedBackup:
     names: BackupNames
     dump: DumpResult
 
+
+
+def split_backup_uri(uri: str) -> tuple[str, str]:
+    """'s3://bucket/prefix/<target>/YYYY/MM/DD/<name>' -> ('s3://bucket/prefix', '<target>/YYYY/MM/DD/<name>')."""
+    parts = uri.rsplit("/", 5)
+    if len(parts) != 6 or "://" not in parts[0]:
+        raise VerifyError(f"{uri!r} is not a backup object URI (<storage>/<target>/YYYY/MM/DD/<name>)")
+    return parts[0], "/".join(parts[1:])

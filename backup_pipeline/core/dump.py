@@ -122,10 +122,10 @@ def _pg_dump_error(conn: PgConn, tools: PgTools, returncode: int, stderr: str) -
     tail = redact_text(stderr.strip(), conn.secrets())[-1500:]
     if "server version mismatch" in tail:
         return PgToolError(f"pg_dump {tools.version} refused {conn.where}: {tail} — install a newer postgresql-client or set pg_bin_dir")
-    if "could not obtain lock" in tail or "lock timeout" in tail.lower():
+    if "could not obtain lock" in tail or ("statement timeout" in tail and "LOCK TABLE" in tail):
         return DumpError(
-            f"pg_dump of {conn.where} could not lock a table within lock_wait_timeout ({tail}): "
-            "a migration or long transaction holds it; retry later or raise lock_wait_timeout"
+            f"pg_dump of {conn.where} could not lock its tables within lock_wait_timeout: a migration or "
+            "long transaction holds an exclusive lock (see pg_locks); retry later or raise lock_wait_timeout"
         )
     if returncode < 0:
         return DumpError(

@@ -18,11 +18,13 @@ from typing import BinaryIO
 import psycopg
 from psycopg import sql
 
-from .archive import decompress_stream
-from .dump import server_version, tools_for
-from .errors import RestoreError
+from .archive import decompress_stream, sha256_of
+from .backup import read_manifest
+from .dump import count_rows, server_version, tools_for
+from .errors import RestoreError, VerifyError
 from .pgconn import PgConn
 from .redact import redact_text
+from .storage import Storage
 
 _ROLE_LINE = re.compile(r'^(?:CREATE|ALTER|COMMENT ON) ROLE ("(?:[^"]|"")+"|[^\s;]+)')
 _GRANT_LINE = re.compile(r'^GRANT ("(?:[^"]|"")+"|[^\s;]+) TO ("(?:[^"]|"")+"|[^\s;]+)')
@@ -174,3 +176,70 @@ def create_database(admin_dsn: str, name: str) -> str:
     return conn.with_dbname(name).dsn
 
 
+
+
+@dataclass
+class RestoredBackup:
+    """A restore from storage, with the restored row counts compared to the manifest."""
+
+    backup_id: str
+    manifest: dict
+    result: RestoreResult
+    row_counts: dict[str, int]
+    mismatches: dict[str, tuple[int | None, int | None]]
+
+
+def compare_counts(expected: dict[str, int], actual: dict[str, int]) -> dict[str, tuple[int | None, int | None]]:
+    names = set(expected) | set(actual)
+    return {n: (expected.get(n), actual.get(n)) for n in sorted(names) if expected.get(n) != actual.get(n)}
+
+
+def restore_from_storage(
+    storage: Storage,
+    manifest_key: str,
+    to_dsn: str,
+    *,
+    stage_dir: Path,
+    pg_bin_dir: str | None = None,
+    jobs: int = 1,
+) -> RestoredBackup:
+    """Download a backup (checking its sha256 first), restore it, and count the restored rows."""
+    manifest = read_manifest(storage, manifest_key)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    local = stage_dir / Path(manifest["archive"]["key"]).name
+    try:
+        storage.download_file(manifest["archive"]["key"], local)
+        with open(local, "rb") as f:
+            digest, size = sha256_of(f)
+        if digest != manifest["archive"]["sha256"] or size != manifest["archive"]["size_bytes"]:
+            raise VerifyError(
+                f"{storage.uri(manifest['archive']['key'])} does not match its manifest (sha256/size differ): "
+                "the archive is corrupt; restore another backup"
+            )
+        globals_sql = None
+        if manifest.get("globals"):
+            globals_sql = storage.get_bytes(manifest["globals"]["key"]).decode()
+        with open(local, "rb") as f:
+            result = restore_archive(
+                f,
+                manifest["compression"]["codec"],
+                to_dsn,
+                source_major=int(manifest["server_version"].split(".")[0]),
+                dump_tool_major=int(manifest["pg_dump_version"].split(".")[0]),
+                globals_sql=globals_sql,
+                pg_bin_dir=pg_bin_dir,
+                jobs=jobs,
+                stage_dir=stage_dir,
+            )
+    finally:
+        local.unlink(missing_ok=True)
+    with PgConn.parse(to_dsn, what="destination URL").connect() as pg:
+        pg.execute("SET row_security = off")
+        counts, _warnings = count_rows(pg)
+    return RestoredBackup(
+        backup_id=manifest["backup_id"],
+        manifest=manifest,
+        result=result,
+        row_counts=counts,
+        mismatches=compare_counts(manifest.get("row_counts", {}), counts),
+    )

@@ -1,0 +1,129 @@
+"""`backup-pipeline`: the command line over the same Dagster jobs the UI runs.
+
+Every command exits 0 on success and non-zero with a one-line error on stderr;
+`--json` prints machine-readable output on stdout only.
+"""
+
+import argparse
+import json
+import sys
+
+from backup_pipeline.core.config import BACKUP_TYPES
+from backup_pipeline.core.errors import BackupPipelineError
+from backup_pipeline.core.redact import redact_text
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _fail(message: str, secrets: list[str | None] = ()) -> int:
+    print(f"error: {redact_text(message, secrets).splitlines()[0] if message else 'failed'}", file=sys.stderr)
+    return 1
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from backup_pipeline.launch import backup_json, run_backup
+
+    outcome, record = run_backup(
+        args.target, backup_type=args.type, dsn=args.dsn, storage_url=args.storage, verbose=args.verbose
+    )
+    if args.json and record is not None:
+        _print_json(backup_json(record))
+    elif record is not None and outcome.success:
+        print(f"backup {record.id} of {record.target}: {record.status}, {record.size_mb} MB, {record.archive_uri}")
+    if not outcome.success:
+        return _fail(outcome.error or "backup failed", [args.dsn])
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from backup_pipeline.launch import backup_json, history
+
+    records = history().list(target=args.target, limit=args.limit)
+    if args.json:
+        _print_json([backup_json(r) for r in records])
+        return 0
+    print(f"{'started (UTC)':20} {'target':12} {'type':14} {'status':10} {'verified':12} {'size MB':>9}  id")
+    for r in records:
+        print(
+            f"{r.timestamp:%Y-%m-%d %H:%M:%S} {r.target:12} {r.type:14} {r.status:10} "
+            f"{r.verification_status:12} {r.size_mb if r.size_mb is not None else '-':>9}  {r.id}"
+        )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from backup_pipeline.launch import run_restore
+
+    outcome = run_restore(args.backup_id, args.to_dsn, jobs=args.jobs, verbose=args.verbose)
+    if not outcome.success:
+        return _fail(outcome.error or "restore failed", [args.to_dsn])
+    result = outcome.output
+    if args.json:
+        _print_json({**result, "status": "restored", "dagster_run_id": outcome.run_id})
+    else:
+        print(f"restored backup {result['backup_id']} into {result['destination']}: "
+              f"{sum(result['row_counts'].values())} rows in {len(result['row_counts'])} tables")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from backup_pipeline.demo.run import run_demo
+
+    return run_demo(verbose=args.verbose)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from backup_pipeline.demo.run import run_dev
+
+    return run_dev(port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backup-pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("backup", help="back up one target now")
+    p.add_argument("--target", required=True, help="target name (from backup_targets.yaml or the environment)")
+    p.add_argument("--dsn", help="database URL (prefer the target's environment variable: argv is visible to ps)")
+    p.add_argument("--storage", help="file:///dir or s3://bucket/prefix (overrides the target's storage)")
+    p.add_argument("--type", default="manual", choices=BACKUP_TYPES)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("list", help="list recorded backups, newest first")
+    p.add_argument("--target")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("restore", help="restore a backup into an empty database")
+    p.add_argument("--backup-id", required=True)
+    p.add_argument("--to-dsn", required=True, help="destination database URL (must be empty)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel pg_restore jobs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("demo", help="back up and restore a sample database on embedded PostgreSQL")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("dev", help="open the Dagster UI on a running demo database")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BackupPipelineError as exc:
+        return _fail(str(exc), [getattr(args, "dsn", None), getattr(args, "to_dsn", None)])
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Running the jobs in this process against the configured Dagster instance.
+
+The CLI and the demo use these, so their runs show up in the Dagster UI like
+any other. Secrets given on the command line are put in this process's
+environment under a fixed variable name and only that name enters run config.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from backup_pipeline.core.history import BackupRecord, HistoryStore, default_history_url
+from backup_pipeline.resources import TARGET_TAG
+
+CLI_DSN_ENV = "BACKUP_PIPELINE_CLI_DSN"
+CLI_RESTORE_DSN_ENV = "BACKUP_PIPELINE_CLI_RESTORE_DSN"
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class JobOutcome:
+    success: bool
+    run_id: str
+    error: str | None
+    output: object = None
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to ~/.backup_pipeline/dagster_home so runs persist and show in the UI."""
+    home = os.environ.get("DAGSTER_HOME") or str(Path.home() / ".backup_pipeline" / "dagster_home")
+    os.environ["DAGSTER_HOME"] = home
+    Path(home).mkdir(parents=True, exist_ok=True)
+    instance_yaml = Path(home) / "dagster.yaml"
+    if not instance_yaml.exists():
+        # The repository's dagster.yaml adds the run queue; this is the minimum for CLI runs.
+        instance_yaml.write_text("telemetry:\n  enabled: false\n")
+    return Path(home)
+
+
+def history() -> HistoryStore:
+    ensure_dagster_home()
+    return HistoryStore(default_history_url())
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data:
+            data = event.step_failure_data
+            if data.user_failure_data and data.user_failure_data.description:
+                return data.user_failure_data.description
+            if data.error:
+                return data.error.message.strip().splitlines()[-1]
+    return "the run failed; see the Dagster UI for details"
+
+
+def _execute(job_name: str, run_config: dict, tags: dict[str, str], verbose: bool) -> dg.ExecuteInProcessResult:
+    ensure_dagster_home()
+    from backup_pipeline.definitions import defs
+
+    job = defs().resolve_job_def(job_name)
+    config = run_config if verbose else {**run_config, **_QUIET}
+    with dg.DagsterInstance.get() as instance:
+        return job.execute_in_process(run_config=config, instance=instance, tags=tags, raise_on_error=False)
+
+
+def run_backup(
+    target: str,
+    *,
+    backup_type: str = "manual",
+    dsn: str | None = None,
+    storage_url: str | None = None,
+    dsn_env: str | None = None,
+    verbose: bool = False,
+) -> tuple[JobOutcome, BackupRecord | None]:
+    if dsn:
+        os.environ[CLI_DSN_ENV] = dsn
+        dsn_env = CLI_DSN_ENV
+    op_config = {"target": target, "type": backup_type, "storage_url": storage_url, "dsn_env": dsn_env}
+    result = _execute("backup", {"ops": {"dump": {"config": op_config}}}, {TARGET_TAG: target}, verbose)
+    record = history().find_by_run(result.run_id, target)
+    error = None if result.success else (record.error if record and record.error else _failure_message(result))
+    if not result.success and record and record.status == "completed":
+        error = record.verification_detail or _failure_message(result)
+    return JobOutcome(result.success, result.run_id, error), record
+
+
+def run_restore(backup_id: str, to_dsn: str, *, jobs: int = 1, verbose: bool = False) -> JobOutcome:
+    os.environ[CLI_RESTORE_DSN_ENV] = to_dsn
+    op_config = {"backup_id": backup_id, "to_dsn_env": CLI_RESTORE_DSN_ENV, "jobs": jobs}
+    result = _execute("restore", {"ops": {"restore_backup": {"config": op_config}}}, {}, verbose)
+    if not result.success:
+        return JobOutcome(False, result.run_id, _failure_message(result))
+    return JobOutcome(True, result.run_id, None, result.output_for_node("restore_backup"))
+
+
+def backup_json(record: BackupRecord) -> dict:
+    """The CLI's JSON shape for one backup: the history row with friendlier key names."""
+    out = record.to_dict()
+    out["backup_id"] = out.pop("id")
+    out["started_at"] = out.pop("timestamp")
+    out["archive_uri"] = out.get("archive_uri")
+    return out
