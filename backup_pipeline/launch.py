@@ -16,7 +16,7 @@ from backup_pipeline.resources import TARGET_TAG
 
 CLI_DSN_ENV = "BACKUP_PIPELINE_CLI_DSN"
 CLI_RESTORE_DSN_ENV = "BACKUP_PIPELINE_CLI_RESTORE_DSN"
-_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+_QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass
