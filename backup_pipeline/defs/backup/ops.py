@@ -15,7 +15,7 @@ from backup_pipeline.core.backup import StagedBackup, build_manifest, publish, r
 from backup_pipeline.core.config import check_backup_type
 from backup_pipeline.core.dump import dump_database
 from backup_pipeline.core.errors import StorageError
-from backup_pipeline.core.history import CHECKSUM_OK, VERIFICATION_FAILED
+from backup_pipeline.core.history import CHECKSUM_OK, COMPLETED, VERIFICATION_FAILED
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline.defs.backup.metadata import backup_metadata
 from backup_pipeline.defs.failures import failing_as, user_message
@@ -75,6 +75,9 @@ def dump(context: dg.OpExecutionContext, config: BackupConfig, backup_settings: 
 def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings: BackupSettings) -> StagedBackup:
     settings = backup_settings.load()
     history = backup_settings.history(settings)
+    if history.get(staged.backup_id).status == COMPLETED:
+        context.log.info(f"Backup {staged.backup_id} is already uploaded and recorded; nothing to do")
+        return staged
     with failing_as(history, staged.backup_id):
         storage = backup_settings.storage(settings, staged.target.storage_url)
         manifest = build_manifest(
@@ -88,9 +91,11 @@ def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings
         try:
             published = publish(storage, staged.names, staged.dump, manifest)
         except StorageError as exc:
-            if exc.transient and context.retry_number < UPLOAD_RETRIES:
+            # Directly invoked ops (tests, notebooks) have no retry count: treat as the first attempt.
+            attempt = getattr(context, "retry_number", 0)
+            if exc.transient and attempt < UPLOAD_RETRIES:
                 context.log.warning(f"Upload failed, will retry: {user_message(exc)}")
-                raise dg.RetryRequested(max_retries=UPLOAD_RETRIES, seconds_to_wait=5 * 2**context.retry_number) from None
+                raise dg.RetryRequested(max_retries=UPLOAD_RETRIES, seconds_to_wait=5 * 2**attempt) from None
             raise
         record = history.complete(
             staged.backup_id,
