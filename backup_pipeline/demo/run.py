@@ -6,6 +6,7 @@ the real restore job, and prints both sides' row counts and the history.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -77,13 +78,25 @@ def run_dev(port: int = 3000) -> int:
         "BACKUP_TARGET": DEMO_TARGET,
         "BACKUP_STORAGE_URL": os.environ.get("BACKUP_STORAGE_URL") or f"file://{Path(os.environ['DAGSTER_HOME']) / 'demo_backups'}",
     })
-    print(f"Demo database on 127.0.0.1:{source.port}; Dagster UI on http://127.0.0.1:{port}")
+    print(f"Demo database on 127.0.0.1:{source.port}; Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops both)")
+    # SIGTERM is handled like Ctrl-C so the UI shuts down and the demo server is always removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    workspace = Path.cwd() / "workspace.yaml"
+    location = ["-w", str(workspace)] if workspace.exists() else ["-m", "backup_pipeline.definitions"]
+    # Its own process group, so an interrupt reaches the webserver and daemon it starts, as Ctrl-C in a terminal does.
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", *location, "-h", "127.0.0.1", "-p", str(port)],
+        env=env,
+        start_new_session=True,
+    )
     try:
-        return subprocess.call(
-            [sys.executable, "-m", "dagster", "dev", "-m", "backup_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
-            env=env,
-        )
+        return ui.wait()
     except KeyboardInterrupt:
+        os.killpg(ui.pid, signal.SIGINT)
+        try:
+            ui.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
         return 0
     finally:
         source.stop()

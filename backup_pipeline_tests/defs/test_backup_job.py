@@ -3,6 +3,7 @@
 import json
 
 import boto3
+import sqlalchemy as sa
 import dagster as dg
 import pytest
 
@@ -158,3 +159,17 @@ def test_definitions_declare_an_asset_and_a_daily_schedule_per_target(backup_env
         [request] = schedule.evaluate_tick(ctx).run_requests
     assert request.run_config["ops"]["dump"]["config"] == {"target": "prod", "type": "daily"}
     assert request.tags["backup_pipeline/target"] == "prod"
+
+
+@pytest.mark.pg15
+def test_history_in_postgresql_mirrors_the_run(backup_env, dagster_instance, source_dsn, pg_history_url, monkeypatch):
+    monkeypatch.setenv(SOURCE_DSN_ENV, source_dsn)
+    monkeypatch.setenv("BACKUP_HISTORY_URL", pg_history_url)
+    result = run_backup(dagster_instance, storage_url=backup_env.local_storage_url, type="daily")
+    assert result.success
+    with sa.create_engine(pg_history_url).connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT r.type, r.status, r.verification_status, r.size_mb, h.dagster_run_id FROM public.recent_backups r "
+            "JOIN public.backup_history h USING (id) WHERE r.timestamp > NOW() - INTERVAL '7 days'"
+        )).one()
+    assert row[:3] == ("daily", "completed", "checksum_ok") and row.dagster_run_id == result.run_id
