@@ -23,15 +23,17 @@ How to read the ratios:
            pg_dump. Target <= 1.3: compression, hashing, upload and verify
            together add at most 30 % to the bare dump.
   (b)/(c)  how much faster the job is than the seeds' script. Target >= 2.
-
-  Both ratios use (c)'s wall time, which includes a fixed cost of a few
-  seconds (Python and Dagster start-up, interpreter exit) that does not grow
-  with the database, so they improve with --scale. The "(c) in-run only" rows
-  use the time between the run's first and last Dagster events instead, and
-  the step rows show where that time goes (dump / upload / verify).
-  peak RSS of the job's process tree (python + pg_dump). Target < 200 MB and
-           independent of the database size: run with `--scale 10` and
+  peak RSS of the job's process tree (python and all its children: pg_dump,
+           pg_dumpall, Dagster's compute-log helpers), summed. Target < 200 MB
+           and independent of the database size: run with `--scale 10` and
            `--scale 50` and compare; the python process should stay flat.
+
+Both ratios use (c)'s wall time, which includes a fixed cost of a few seconds
+(Python and Dagster start-up, interpreter exit) that does not grow with the
+database, so they improve with --scale. The "(c) in-run only" rows use the
+time between the run's first and last Dagster events instead, and the step
+rows show where that time goes (dump / upload / verify). The job runs with a
+fresh DAGSTER_HOME whose dagster.yaml only disables telemetry.
 
 Absolute numbers depend on the machine and on moto (an in-memory S3 written in
 Python, much slower than R2 or MinIO), so compare ratios, not seconds. moto
