@@ -12,7 +12,9 @@ from pathlib import Path
 import dagster as dg
 
 from backup_pipeline.core.history import BackupRecord, HistoryStore, default_history_url
-from backup_pipeline.resources import TARGET_TAG
+from backup_pipeline.defs.backup.jobs import backup_job
+from backup_pipeline.defs.restore.jobs import restore_job
+from backup_pipeline.resources import TARGET_TAG, BackupSettings
 
 CLI_DSN_ENV = "BACKUP_PIPELINE_CLI_DSN"
 CLI_RESTORE_DSN_ENV = "BACKUP_PIPELINE_CLI_RESTORE_DSN"
@@ -55,14 +57,18 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     return "the run failed; see the Dagster UI for details"
 
 
-def _execute(job_name: str, run_config: dict, tags: dict[str, str], verbose: bool) -> dg.ExecuteInProcessResult:
+def _execute(job: dg.JobDefinition, run_config: dict, tags: dict[str, str], verbose: bool) -> dg.ExecuteInProcessResult:
+    """Run one job definition directly (loading the whole defs folder would only cost start-up time)."""
     ensure_dagster_home()
-    from backup_pipeline.definitions import defs
-
-    job = defs().resolve_job_def(job_name)
     config = run_config if verbose else {**run_config, **_QUIET}
     with dg.DagsterInstance.get() as instance:
-        return job.execute_in_process(run_config=config, instance=instance, tags=tags, raise_on_error=False)
+        return job.execute_in_process(
+            run_config=config,
+            instance=instance,
+            tags=tags,
+            resources={"backup_settings": BackupSettings()},
+            raise_on_error=False,
+        )
 
 
 def run_backup(
@@ -78,7 +84,7 @@ def run_backup(
         os.environ[CLI_DSN_ENV] = dsn
         dsn_env = CLI_DSN_ENV
     op_config = {"target": target, "type": backup_type, "storage_url": storage_url, "dsn_env": dsn_env}
-    result = _execute("backup", {"ops": {"dump": {"config": op_config}}}, {TARGET_TAG: target}, verbose)
+    result = _execute(backup_job, {"ops": {"dump": {"config": op_config}}}, {TARGET_TAG: target}, verbose)
     record = history().find_by_run(result.run_id, target)
     error = None if result.success else (record.error if record and record.error else _failure_message(result))
     if not result.success and record and record.status == "completed":
@@ -89,7 +95,7 @@ def run_backup(
 def run_restore(backup_id: str, to_dsn: str, *, jobs: int = 1, verbose: bool = False) -> JobOutcome:
     os.environ[CLI_RESTORE_DSN_ENV] = to_dsn
     op_config = {"backup_id": backup_id, "to_dsn_env": CLI_RESTORE_DSN_ENV, "jobs": jobs}
-    result = _execute("restore", {"ops": {"restore_backup": {"config": op_config}}}, {}, verbose)
+    result = _execute(restore_job, {"ops": {"restore_backup": {"config": op_config}}}, {}, verbose)
     if not result.success:
         return JobOutcome(False, result.run_id, _failure_message(result))
     return JobOutcome(True, result.run_id, None, result.output_for_node("restore_backup"))

@@ -26,6 +26,7 @@ BACKUP_TYPES = ("daily", "manual", "pre-migration", "post-migration", "pre-resto
 DSN_ENV_VARS = ("DATABASE_URL", "PROD_SUPABASE_DB_URL")
 DEFAULT_TARGETS_FILE = "backup_targets.yaml"
 DEFAULT_SCHEDULE = "0 2 * * *"
+LEVELS = {"zstd": (1, 22), "gzip": (0, 9), "none": (0, 22)}  # "none" ignores the level
 
 
 def check_target_name(name: str) -> str:
@@ -148,12 +149,18 @@ def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Targ
         retention = int(merged.get("retention_days", 30))
     except (TypeError, ValueError):
         raise ConfigError(f"{path}: target {name!r}: compression_level and retention_days must be integers") from None
+    codec = check_codec(str(merged.get("compression", "zstd")))
+    low, high = LEVELS[codec]
+    if not low <= level <= high:
+        raise ConfigError(f"{path}: target {name!r}: compression_level {level} is out of range for {codec} ({low}-{high})")
+    if retention < 1:
+        raise ConfigError(f"{path}: target {name!r}: retention_days must be at least 1")
     return Target(
         name=name,
         dsn_env=str(merged["dsn_env"]),
         storage_url=check_storage_url(str(storage), f"{path}: target {name!r} storage"),
         pg_bin_dir=merged.get("pg_bin_dir"),
-        compression=check_codec(str(merged.get("compression", "zstd"))),
+        compression=codec,
         compression_level=level,
         retention_days=retention,
         schedule=merged.get("schedule", DEFAULT_SCHEDULE) or None,

@@ -28,6 +28,8 @@ from .pgtools import PgTools, find_tools
 from .redact import redact_text
 
 SSL_REQUIRED_MODES = {"require", "verify-ca", "verify-full"}
+# zstd's memory grows with worker threads; past 4 the dump stream, not compression, is the bottleneck.
+DEFAULT_THREADS = min(os.cpu_count() or 1, 4)
 
 _TABLES_SQL = """
 SELECT n.nspname, c.relname
@@ -142,7 +144,7 @@ def dump_database(
     *,
     pg_bin_dir: str | None = None,
     level: int = 3,
-    threads: int = -1,
+    threads: int = DEFAULT_THREADS,
     lock_wait_timeout_s: int = 300,
 ) -> DumpResult:
     """Dump the whole database behind `dsn` into stage_dir; returns what the manifest needs."""

@@ -54,6 +54,8 @@ def test_several_targets_from_yaml(tmp_path: Path):
         ("targets: {prod: {dsn_env: X, compression: lz4}}", "compression 'lz4' is not supported"),
         ("targets: [", "not valid YAML"),
         ("storage: s3://b\n", "needs a 'targets:' mapping"),
+        ("targets: {prod: {dsn_env: X, compression_level: 99}}", "out of range for zstd"),
+        ("targets: {prod: {dsn_env: X, compression: gzip, compression_level: 12}}", "out of range for gzip"),
     ],
 )
 def test_bad_yaml_is_a_clear_config_error(tmp_path: Path, body: str, message: str):
