@@ -1,5 +1,8 @@
 """The backup history: one row per backup attempt in SQLite or PostgreSQL.
 
+A row also carries its latest restore drill and standby copy, and rows can be
+rebuilt from the manifests in storage if the history database is lost.
+
 `HistoryStore(url)` is the whole interface; it migrates its database with the
 packaged Alembic revisions on first use, so any empty database will do.
 """
@@ -12,6 +15,10 @@ from backup_pipeline.core.history.models import (
     EXPIRED,
     FAILED,
     RUNNING,
+    SOURCE_MANIFEST,
+    STANDBY_FAILED,
+    STANDBY_STATUSES,
+    STANDBY_SYNCED,
     STATUSES,
     VERIFICATION_FAILED,
     VERIFICATION_PENDING,
@@ -30,6 +37,10 @@ __all__ = [
     "EXPIRED",
     "FAILED",
     "RUNNING",
+    "SOURCE_MANIFEST",
+    "STANDBY_FAILED",
+    "STANDBY_STATUSES",
+    "STANDBY_SYNCED",
     "STATUSES",
     "VERIFICATION_FAILED",
     "VERIFICATION_PENDING",

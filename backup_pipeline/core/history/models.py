@@ -25,6 +25,14 @@ VERIFICATION_STATUSES = (VERIFICATION_PENDING, CHECKSUM_OK, VERIFIED, VERIFICATI
 
 BACKUP_TYPES = ("daily", "manual", "pre-migration", "post-migration", "pre-restore")
 
+# standby_status: NULL until the backup has been offered to the standby.
+STANDBY_SYNCED = "synced"
+STANDBY_FAILED = "failed"
+STANDBY_STATUSES = (STANDBY_SYNCED, STANDBY_FAILED)
+
+# source: NULL for rows the pipeline wrote as it ran the backup.
+SOURCE_MANIFEST = "manifest"
+
 DEFAULT_RETENTION_DAYS = 30
 PG_SCHEMA = "public"
 
@@ -85,9 +93,20 @@ backup_history = sa.Table(
     sa.Column("finished_at", UTCDateTime()),
     sa.Column("verified_at", UTCDateTime()),
     sa.Column("verification_detail", sa.Text()),
+    # The latest restore drill: seconds to restore is the user's real recovery time.
+    sa.Column("drill_seconds", sa.Float()),
+    sa.Column("restored_bytes", sa.BigInteger()),
+    sa.Column("drilled_at", UTCDateTime()),
+    sa.Column("drill_detail", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
+    # The latest copy to the standby; standby_synced_at is when that attempt ended.
+    sa.Column("standby_status", sa.String(16)),
+    sa.Column("standby_synced_at", UTCDateTime()),
+    sa.Column("standby_detail", sa.Text()),
+    sa.Column("source", sa.String(32)),
     sa.UniqueConstraint("dagster_run_id", "target"),
     sa.CheckConstraint(sa.column("status").in_(STATUSES), name="status"),
     sa.CheckConstraint(sa.column("verification_status").in_(VERIFICATION_STATUSES), name="verification_status"),
     sa.CheckConstraint(sa.column("type").in_(BACKUP_TYPES), name="type"),
+    sa.CheckConstraint(sa.column("standby_status").in_(STANDBY_STATUSES), name="standby_status"),
     sa.Index(None, "target", "timestamp"),
 )

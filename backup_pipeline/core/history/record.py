@@ -35,6 +35,14 @@ class BackupRecord:
     finished_at: datetime | None = None
     verified_at: datetime | None = None
     verification_detail: str | None = None
+    drill_seconds: float | None = None
+    restored_bytes: int | None = None
+    drilled_at: datetime | None = None
+    drill_detail: dict[str, Any] | None = None
+    standby_status: str | None = None
+    standby_synced_at: datetime | None = None
+    standby_detail: str | None = None
+    source: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "BackupRecord":
