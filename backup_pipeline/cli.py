@@ -57,15 +57,58 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     from backup_pipeline.launch import run_restore
 
-    outcome = run_restore(args.backup_id, args.to_dsn, jobs=args.jobs, verbose=args.verbose)
+    if args.latest_verified and not args.target:
+        return _fail("--latest-verified needs --target NAME (whose latest verified backup to restore)")
+    outcome = run_restore(
+        backup_id=args.backup_id, latest_verified_of=args.target if args.latest_verified else None,
+        to_target=args.to, to_dsn=args.to_dsn, confirm=args.confirm, jobs=args.jobs, verbose=args.verbose,
+    )
     if not outcome.success:
         return _fail(outcome.error or "restore failed", [args.to_dsn])
     result = outcome.output
     if args.json:
         _print_json({**result, "status": "restored", "dagster_run_id": outcome.run_id})
     else:
-        print(f"restored backup {result['backup_id']} into {result['destination']}: "
+        safety = f" (safety backup {result['safety_backup_id']} taken first)" if result["safety_backup_id"] else ""
+        print(f"restored backup {result['backup_id']} into {result['destination']}{safety}: "
               f"{sum(result['row_counts'].values())} rows in {len(result['row_counts'])} tables")
+    return 0
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from backup_pipeline.launch import backup_json, history, run_drill
+
+    outcome = run_drill(args.target, args.backup_id, verbose=args.verbose)
+    store = history()
+    record = store.get(args.backup_id) if args.backup_id else store.last_drill(args.target)
+    if args.json and record is not None:
+        _print_json({**backup_json(record), "dagster_run_id": outcome.run_id, "passed": outcome.success})
+    elif record is not None:
+        print(f"drill of backup {record.id} ({record.target}): {record.verification_status}: {record.verification_detail}")
+    return 0 if outcome.success else _fail(outcome.error or "drill failed")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from backup_pipeline.core.backup import read_manifest, split_backup_uri, verify_checksum
+    from backup_pipeline.core.config import load_settings
+    from backup_pipeline.core.storage import open_storage
+    from backup_pipeline.launch import history
+
+    store = history()
+    record = store.get(args.backup_id)
+    if not record.manifest_uri:
+        return _fail(f"backup {record.id} is {record.status}: it has no manifest to verify")
+    base, key = split_backup_uri(record.manifest_uri)
+    storage = open_storage(base, load_settings().s3)
+    try:
+        digest, size = verify_checksum(storage, read_manifest(storage, key))
+    except BackupPipelineError as exc:
+        if record.status == "completed":
+            store.set_verification(record.id, "failed", str(exc))
+        return _fail(str(exc))
+    if record.verification_status in ("pending", "failed"):
+        store.set_verification(record.id, "checksum_ok", f"sha256 {digest} and size {size} match the manifest")
+    print(f"backup {record.id}: {storage.uri(key)} matches its manifest (sha256 {digest[:16]}…, {size} bytes)")
     return 0
 
 
@@ -100,12 +143,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("restore", help="restore a backup into an empty database")
-    p.add_argument("--backup-id", required=True)
-    p.add_argument("--to-dsn", required=True, help="destination database URL (must be empty)")
-    p.add_argument("--jobs", type=int, default=1, help="parallel pg_restore jobs")
+    p = sub.add_parser("restore", help="restore a backup into a database (a non-empty one is backed up first)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--backup-id")
+    which.add_argument("--latest-verified", action="store_true", help="the newest verified backup of --target")
+    p.add_argument("--target", help="with --latest-verified: whose backup")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", help="a target marked restore_destination or protected")
+    where.add_argument("--to-dsn", help="destination database URL")
+    p.add_argument("--confirm", help="the destination's name, required for protected targets")
+    p.add_argument("--jobs", type=int, default=1, help="parallel pg_restore jobs (empty destinations only)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("drill", help="restore a stored backup into a throwaway server and verify it")
+    p.add_argument("--target", help="default: every configured target")
+    p.add_argument("--backup-id", help="default: the newest backup of the target in storage")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_drill)
+
+    p = sub.add_parser("verify", help="check a stored backup's sha256 and size against its manifest")
+    p.add_argument("--backup-id", required=True)
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("demo", help="back up and restore a sample database on embedded PostgreSQL")
     p.set_defaults(func=cmd_demo)

@@ -13,6 +13,7 @@ import dagster as dg
 
 from backup_pipeline.core.history import BackupRecord, HistoryStore, default_history_url
 from backup_pipeline.defs.backup.jobs import backup_job
+from backup_pipeline.defs.drill.jobs import drill_job
 from backup_pipeline.defs.restore.jobs import restore_job
 from backup_pipeline.resources import TARGET_TAG, BackupSettings
 
@@ -88,17 +89,40 @@ def run_backup(
     record = history().find_by_run(result.run_id, target)
     error = None if result.success else (record.error if record and record.error else _failure_message(result))
     if not result.success and record and record.status == "completed":
-        error = record.verification_detail or _failure_message(result)
+        record = history().get(record.id)  # verification was recorded after the first read
+        error = _failure_message(result)
     return JobOutcome(result.success, result.run_id, error), record
 
 
-def run_restore(backup_id: str, to_dsn: str, *, jobs: int = 1, verbose: bool = False) -> JobOutcome:
-    os.environ[CLI_RESTORE_DSN_ENV] = to_dsn
-    op_config = {"backup_id": backup_id, "to_dsn_env": CLI_RESTORE_DSN_ENV, "jobs": jobs}
-    result = _execute(restore_job, {"ops": {"restore_backup": {"config": op_config}}}, {}, verbose)
+def run_restore(
+    *,
+    backup_id: str | None = None,
+    latest_verified_of: str | None = None,
+    to_target: str | None = None,
+    to_dsn: str | None = None,
+    confirm: str | None = None,
+    jobs: int = 1,
+    verbose: bool = False,
+) -> JobOutcome:
+    if to_dsn:
+        os.environ[CLI_RESTORE_DSN_ENV] = to_dsn
+    op_config = {
+        "backup_id": backup_id, "latest_verified_of": latest_verified_of, "to_target": to_target,
+        "to_dsn_env": CLI_RESTORE_DSN_ENV if to_dsn else None, "confirm": confirm, "jobs": jobs,
+    }
+    # Tagged with the destination target so the run queue never overlaps it with that target's backups.
+    tags = {TARGET_TAG: to_target} if to_target else {}
+    result = _execute(restore_job, {"ops": {"safety_backup": {"config": op_config}}}, tags, verbose)
     if not result.success:
         return JobOutcome(False, result.run_id, _failure_message(result))
     return JobOutcome(True, result.run_id, None, result.output_for_node("restore_backup"))
+
+
+def run_drill(target: str | None = None, backup_id: str | None = None, verbose: bool = False) -> JobOutcome:
+    tags = {TARGET_TAG: target} if target else {}
+    config = {"ops": {"drill_latest": {"config": {"target": target, "backup_id": backup_id}}}}
+    result = _execute(drill_job, config, tags, verbose)
+    return JobOutcome(result.success, result.run_id, None if result.success else _failure_message(result))
 
 
 def backup_json(record: BackupRecord) -> dict:

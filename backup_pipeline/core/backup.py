@@ -5,14 +5,20 @@ last, so a manifest in storage always means a complete backup. Anything
 without a manifest is an interrupted upload and is never listed as a backup.
 """
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 from importlib.metadata import PackageNotFoundError, version
 
 from .config import Target
 from .archive import MANIFEST_FORMAT_VERSION, BackupNames, manifest_bytes, parse_manifest, sha256_of
-from .dump import DumpResult
+from .dump import DumpResult, dump_database
 from .errors import VerifyError
 from .storage import Storage
+
+if TYPE_CHECKING:
+    from .history import BackupRecord, HistoryStore
 
 
 def package_version() -> str:
@@ -58,6 +64,7 @@ def build_manifest(
             else None
         ),
         "row_counts": dump.row_counts,
+        "inventory": dump.inventory,
         "snapshot_id": dump.snapshot_id,
         "dagster_run_id": dagster_run_id,
         "created_by": f"backup_pipeline {package_version()}",
@@ -116,3 +123,38 @@ def split_backup_uri(uri: str) -> tuple[str, str]:
     if len(parts) != 6 or "://" not in parts[0]:
         raise VerifyError(f"{uri!r} is not a backup object URI (<storage>/<target>/YYYY/MM/DD/<name>)")
     return parts[0], "/".join(parts[1:])
+
+
+def take_backup(
+    target: Target,
+    dsn: str,
+    storage: Storage,
+    history: "HistoryStore",
+    *,
+    backup_type: str,
+    stage_dir: Path,
+    dagster_run_id: str | None = None,
+) -> "BackupRecord":
+    """Dump, publish and record one backup in a single call (safety backups before a restore)."""
+    record = history.start(target=target.name, type=backup_type, dagster_run_id=dagster_run_id,
+                           retention_days=target.retention_days)
+    try:
+        storage.check()
+        names = BackupNames.for_backup(target.name, record.timestamp, target.compression)
+        result = dump_database(dsn, stage_dir, names, pg_bin_dir=target.pg_bin_dir, level=target.compression_level)
+        manifest = build_manifest(backup_id=record.id, target=target.name, backup_type=backup_type, names=names,
+                                  dump=result, dagster_run_id=dagster_run_id)
+        published = publish(storage, names, result, manifest)
+        verify_checksum(storage, manifest)
+    except Exception as exc:
+        history.fail(record.id, str(exc))
+        raise
+    finally:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+    history.complete(
+        record.id, archive_uri=published.archive_uri, globals_uri=published.globals_uri,
+        manifest_uri=published.manifest_uri, size_bytes=result.archive_size, sha256=result.archive_sha256,
+        row_counts=result.row_counts, duration_seconds=result.duration_seconds,
+        server_version=result.server_version, pg_dump_version=result.pg_dump_version, compression=result.codec,
+    )
+    return history.set_verification(record.id, "checksum_ok", "sha256 and size match the manifest")

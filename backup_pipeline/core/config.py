@@ -67,15 +67,28 @@ class Target:
     compression_level: int = 3
     retention_days: int = 30
     schedule: str | None = DEFAULT_SCHEDULE
+    drill: bool = True  # restore-drill every backup; switch off for databases too large to restore daily
+    drill_pg_major: int | None = None  # drill server major (default: smallest available >= the source's)
+    assertions: tuple[str, ...] = ()  # SQL files run against every drill
+    restore_destination: bool = False  # may be restored into (dev/verify); prod targets are not by default
+    protected: bool = False  # restoring into it needs confirm=<target name>
+    standby_dsn_env: str | None = None  # warm copy refreshed after each verified backup
 
     def dsn(self, env: Mapping[str, str] | None = None) -> str:
-        value = (env if env is not None else os.environ).get(self.dsn_env)
-        if not value:
-            raise ConfigError(
-                f"target {self.name!r}: environment variable {self.dsn_env} is not set: "
-                f"set it to the database URL (postgresql://user:password@host:5432/dbname)"
-            )
-        return value
+        return _env_dsn(self.name, self.dsn_env, env)
+
+    def standby_dsn(self, env: Mapping[str, str] | None = None) -> str | None:
+        return _env_dsn(self.name, self.standby_dsn_env, env) if self.standby_dsn_env else None
+
+
+def _env_dsn(target: str, var: str, env: Mapping[str, str] | None) -> str:
+    value = (env if env is not None else os.environ).get(var)
+    if not value:
+        raise ConfigError(
+            f"target {target!r}: environment variable {var} is not set: "
+            f"set it to the database URL (postgresql://user:password@host:5432/dbname)"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -133,7 +146,8 @@ def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Targ
     check_target_name(name)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: target {name!r} must be a mapping with at least dsn_env")
-    allowed = {"dsn_env", "storage", "pg_bin_dir", "compression", "compression_level", "retention_days", "schedule"}
+    allowed = {"dsn_env", "storage", "pg_bin_dir", "compression", "compression_level", "retention_days", "schedule",
+               "drill", "drill_pg_major", "assertions", "restore_destination", "protected", "standby_dsn_env"}
     if unknown := set(raw) - allowed:
         raise ConfigError(f"{path}: target {name!r} has unknown setting(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
     if "dsn" in raw:
@@ -164,7 +178,29 @@ def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Targ
         compression_level=level,
         retention_days=retention,
         schedule=merged.get("schedule", DEFAULT_SCHEDULE) or None,
+        drill=bool(merged.get("drill", True)),
+        drill_pg_major=int(merged["drill_pg_major"]) if merged.get("drill_pg_major") else None,
+        assertions=tuple(_assertion_paths(merged.get("assertions"), path, name)),
+        restore_destination=bool(merged.get("restore_destination", False)),
+        protected=bool(merged.get("protected", False)),
+        standby_dsn_env=merged.get("standby_dsn_env") or None,
     )
+
+
+def _assertion_paths(value: object, path: str, name: str) -> list[str]:
+    """Assertion files, relative to the targets file; each must exist."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ConfigError(f"{path}: target {name!r}: assertions must be a file path or a list of them")
+    out = []
+    for item in items:
+        file = Path(item) if Path(item).is_absolute() else Path(path).resolve().parent / item
+        if not file.is_file():
+            raise ConfigError(f"{path}: target {name!r}: assertion file {file} does not exist")
+        out.append(str(file))
+    return out
 
 
 def load_settings(env: Mapping[str, str] | None = None, targets_file: str | None = None) -> Settings:

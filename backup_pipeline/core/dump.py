@@ -23,6 +23,8 @@ from psycopg import sql
 
 from .archive import BackupNames, HashingWriter, compress_stream
 from .errors import BackupPipelineError, DumpError, PgToolError
+from .inventory import take_inventory
+from .locks import lock_database
 from .pgconn import PgConn
 from .pgtools import PgTools, find_tools
 from .redact import redact_text
@@ -57,6 +59,7 @@ class DumpResult:
     globals_sha256: str | None
     row_counts: dict[str, int]
     snapshot_id: str
+    inventory: dict
     server_version: str
     pg_dump_version: str
     database: str
@@ -110,6 +113,12 @@ def count_rows(pg: psycopg.Connection) -> tuple[dict[str, int], list[str]]:
     return counts, warnings
 
 
+def snapshot_facts(pg: psycopg.Connection) -> tuple[dict[str, int], list[str], dict]:
+    """Row counts and the object inventory, both in the exported snapshot."""
+    counts, warnings = count_rows(pg)
+    return counts, warnings, take_inventory(pg)
+
+
 def _describe_exit(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -160,6 +169,7 @@ def dump_database(
         pg.read_only = True
         version = server_version(pg)
         tools = tools_for(conn, int(version.split(".")[0]), pg_bin_dir)
+        lock_database(pg, exclusive=False, where=conn.where)
         pg.execute("SET LOCAL row_security = off")  # as pg_dump: an RLS-filtered count would be wrong
         pg.execute(f"SET LOCAL lock_timeout = {int(lock_wait_timeout_s) * 1000}")
         snapshot_id = pg.execute("SELECT pg_export_snapshot()").fetchone()[0]
@@ -174,7 +184,7 @@ def dump_database(
             )
             writer = HashingWriter(out)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="row-counts") as pool:
-                counting = pool.submit(count_rows, pg)
+                counting = pool.submit(snapshot_facts, pg)
                 try:
                     raw_size = compress_stream(proc.stdout, writer, names.codec, level, threads)
                     out.flush()
@@ -201,7 +211,7 @@ def dump_database(
                     stderr_file.seek(0)
                     raise _pg_dump_error(conn, tools, returncode, stderr_file.read().decode(errors="replace"))
                 try:
-                    row_counts, warnings = counting.result()
+                    row_counts, warnings, inventory = counting.result()
                 except psycopg.Error as exc:
                     partial.unlink(missing_ok=True)
                     raise DumpError(
@@ -225,6 +235,7 @@ def dump_database(
         globals_sha256=globals_sha,
         row_counts=row_counts,
         snapshot_id=snapshot_id,
+        inventory=inventory,
         server_version=version,
         pg_dump_version=tools.version,
         database=conn.dbname,

@@ -47,11 +47,12 @@ class EphemeralPostgres:
         self,
         major: int | None = None,
         *,
+        min_major: int | None = None,
         password: str | None = None,
         base_dir: str | Path | None = None,
         settings: dict[str, str] | None = None,
     ):
-        self.tools: PgTools = server_tools(major)
+        self.tools: PgTools = server_tools(major, min_major=min_major)
         self.password = password
         self.port = 0
         self._base_dir = base_dir

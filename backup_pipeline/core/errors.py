@@ -39,3 +39,7 @@ class RestoreError(BackupPipelineError):
 
 class VerifyError(BackupPipelineError):
     """A backup did not match its manifest (checksum, size, row counts)."""
+
+
+class BusyError(BackupPipelineError):
+    """Another backup or restore holds the database; retry later."""

@@ -142,9 +142,20 @@ def find_tools(
     return next(t for t in usable if t.major == best_major)
 
 
-def server_tools(major: int | None = None) -> PgTools:
-    """initdb/pg_ctl/postgres for a throwaway server: that major, or the newest available."""
+def server_tools(major: int | None = None, *, min_major: int | None = None) -> PgTools:
+    """initdb/pg_ctl/postgres for a throwaway server: that major, the smallest >= min_major, or the newest.
+
+    For the same major a system install wins over the wheel: it usually has the contrib extensions.
+    """
     found = candidates(SERVER_TOOLS)
+    if min_major is not None and major is None:
+        usable = [t for t in found if t.major >= min_major]
+        if not usable:
+            raise PgToolError(
+                f"no PostgreSQL server of major {min_major} or newer to restore into "
+                f"(have: {', '.join(t.version for t in found) or 'none'}): install postgresql-{min_major}"
+            )
+        return min(usable, key=lambda t: t.major)
     if major is not None:
         exact = [t for t in found if t.major == major]
         if exact:

@@ -22,6 +22,7 @@ from .archive import decompress_stream, sha256_of
 from .backup import read_manifest
 from .dump import count_rows, server_version, tools_for
 from .errors import RestoreError, VerifyError
+from .locks import lock_database
 from .pgconn import PgConn
 from .redact import redact_text
 from .storage import Storage
@@ -100,13 +101,19 @@ def restore_archive(
     globals_sql: str | None = None,
     pg_bin_dir: str | None = None,
     jobs: int = 1,
-    require_empty: bool = True,
+    replace: bool = False,
     stage_dir: Path | None = None,
 ) -> RestoreResult:
-    """Restore a compressed custom-format archive (a readable stream) into the database at to_dsn."""
+    """Restore a compressed custom-format archive (a readable stream) into the database at to_dsn.
+
+    By default the destination must be empty. With replace=True the archive's
+    objects are dropped and recreated in one transaction (--clean --if-exists
+    --single-transaction): on any error nothing in the destination changes.
+    """
     conn = PgConn.parse(to_dsn, what="destination URL")
     started = time.monotonic()
     with conn.connect(autocommit=True) as pg:
+        lock_database(pg, exclusive=True, where=conn.where)
         version = server_version(pg)
         major = int(version.split(".")[0])
         if major < source_major:
@@ -114,7 +121,7 @@ def restore_archive(
                 f"{conn.where} runs PostgreSQL {version}, older than the backup's server {source_major}: "
                 f"restore into PostgreSQL {source_major} or newer"
             )
-        if require_empty and (existing := user_relations(pg)):
+        if not replace and (existing := user_relations(pg)):
             raise RestoreError(
                 f"{conn.where} is not empty ({len(existing)} relations, e.g. {', '.join(existing[:3])}): "
                 "restore into an empty database, or drop these objects first"
@@ -124,20 +131,23 @@ def restore_archive(
         if globals_sql is None:
             warnings.append("the backup has no roles file: objects owned by roles missing here will fail to restore")
 
-    args = [tools.path("pg_restore"), "--no-password", "--exit-on-error",
-            f"--dbname={psycopg.conninfo.make_conninfo(dbname=conn.dbname)}"]
-    env = conn.subprocess_env()
-    if jobs > 1:
-        with tempfile.NamedTemporaryFile(dir=stage_dir, suffix=".dump") as plain:
-            decompress_stream(archive, plain, codec)
-            plain.flush()
-            result = subprocess.run(args + [f"--jobs={jobs}", plain.name], capture_output=True, env=env)
-            stderr = result.stderr
-    else:
-        result, stderr = _restore_from_stream(args, env, archive, codec)
+        args = [tools.path("pg_restore"), "--no-password", "--exit-on-error",
+                f"--dbname={psycopg.conninfo.make_conninfo(dbname=conn.dbname)}"]
+        if replace:
+            args += ["--clean", "--if-exists", "--single-transaction"]
+        env = conn.subprocess_env()
+        if jobs > 1 and not replace:
+            with tempfile.NamedTemporaryFile(dir=stage_dir, suffix=".dump") as plain:
+                decompress_stream(archive, plain, codec)
+                plain.flush()
+                result = subprocess.run(args + [f"--jobs={jobs}", plain.name], capture_output=True, env=env)
+                stderr = result.stderr
+        else:
+            result, stderr = _restore_from_stream(args, env, archive, codec)
     if result.returncode != 0:
         tail = redact_text(stderr.decode(errors="replace").strip(), conn.secrets())[-1500:]
-        raise RestoreError(f"pg_restore into {conn.where} failed: {tail}")
+        unchanged = " (nothing was changed: the restore ran in one transaction)" if replace else ""
+        raise RestoreError(f"pg_restore into {conn.where} failed{unchanged}: {tail}")
     return RestoreResult(
         destination=conn.where,
         server_version=version,
@@ -202,6 +212,7 @@ def restore_from_storage(
     stage_dir: Path,
     pg_bin_dir: str | None = None,
     jobs: int = 1,
+    replace: bool = False,
 ) -> RestoredBackup:
     """Download a backup (checking its sha256 first), restore it, and count the restored rows."""
     manifest = read_manifest(storage, manifest_key)
@@ -229,6 +240,7 @@ def restore_from_storage(
                 globals_sql=globals_sql,
                 pg_bin_dir=pg_bin_dir,
                 jobs=jobs,
+                replace=replace,
                 stage_dir=stage_dir,
             )
     finally:
@@ -241,5 +253,7 @@ def restore_from_storage(
         manifest=manifest,
         result=result,
         row_counts=counts,
-        mismatches=compare_counts(manifest.get("row_counts", {}), counts),
+        # Tables the backup does not know (only possible with replace) are the destination's own business.
+        mismatches=compare_counts(manifest.get("row_counts", {}), {t: n for t, n in counts.items()
+                                                                     if not replace or t in manifest.get("row_counts", {})}),
     )

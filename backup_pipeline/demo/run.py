@@ -46,7 +46,7 @@ def run_demo(verbose: bool = False) -> int:
               f"{record.duration_seconds:.2f}s\n   {record.manifest_uri}")
         with EphemeralPostgres() as fresh:
             restore_dsn = fresh.create_database("shop_restored")
-            restored = run_restore(record.id, restore_dsn, verbose=verbose)
+            restored = run_restore(backup_id=record.id, to_dsn=restore_dsn, verbose=verbose)
             if not restored.success:
                 print(f"restore failed: {restored.error}", file=sys.stderr)
                 return 1

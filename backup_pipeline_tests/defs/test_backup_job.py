@@ -43,7 +43,7 @@ def test_backup_to_local_storage_records_history_and_matching_asset_metadata(
     assert result.success
 
     record = backup_env.history().find_by_run(result.run_id, "shop")
-    assert (record.status, record.verification_status, record.type) == ("completed", "checksum_ok", "pre-migration")
+    assert (record.status, record.verification_status, record.type) == ("completed", "verified", "pre-migration")
     assert record.row_counts["public.customers"] == 5000
     assert (record.retention_until - record.timestamp).days == 30
 
@@ -172,4 +172,4 @@ def test_history_in_postgresql_mirrors_the_run(backup_env, dagster_instance, sou
             "SELECT r.type, r.status, r.verification_status, r.size_mb, h.dagster_run_id FROM public.recent_backups r "
             "JOIN public.backup_history h USING (id) WHERE r.timestamp > NOW() - INTERVAL '7 days'"
         )).one()
-    assert row[:3] == ("daily", "completed", "checksum_ok") and row.dagster_run_id == result.run_id
+    assert row[:3] == ("daily", "completed", "verified") and row.dagster_run_id == result.run_id

@@ -1,4 +1,4 @@
-"""The backup steps: dump -> upload -> verify.
+"""The backup steps: dump -> upload (then the drill domain's restore_drill -> verify).
 
 Each op reads its config, calls the core, records the outcome in
 `backup_history` and logs metadata. Upload retries transient storage errors
@@ -11,11 +11,11 @@ from typing import Literal
 import dagster as dg
 
 from backup_pipeline.core.archive import BackupNames
-from backup_pipeline.core.backup import StagedBackup, build_manifest, publish, read_manifest, verify_checksum
+from backup_pipeline.core.backup import StagedBackup, build_manifest, publish
 from backup_pipeline.core.config import check_backup_type
 from backup_pipeline.core.dump import dump_database
 from backup_pipeline.core.errors import StorageError
-from backup_pipeline.core.history import CHECKSUM_OK, COMPLETED, VERIFICATION_FAILED
+from backup_pipeline.core.history import COMPLETED
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline.defs.backup.metadata import backup_metadata
 from backup_pipeline.defs.failures import failing_as, user_message
@@ -119,20 +119,3 @@ def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings
     )
     shutil.rmtree(staged.dump.archive_path.parent, ignore_errors=True)
     return staged
-
-
-@dg.op(description="Re-read the archive from storage and check its sha256 and size against the manifest.")
-def verify(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings: BackupSettings) -> str:
-    settings = backup_settings.load()
-    history = backup_settings.history(settings)
-    storage = backup_settings.storage(settings, staged.target.storage_url)
-    try:
-        manifest = read_manifest(storage, staged.names.manifest)
-        digest, size = verify_checksum(storage, manifest)
-    except Exception as exc:  # noqa: BLE001 - any failure to verify marks the backup unverified
-        message = user_message(exc)
-        history.set_verification(staged.backup_id, VERIFICATION_FAILED, message)
-        raise dg.Failure(description=message, allow_retries=False) from None
-    history.set_verification(staged.backup_id, CHECKSUM_OK, f"sha256 {digest} and size {size} match the manifest")
-    context.add_output_metadata({"sha256": digest, "size_bytes": size, "manifest_uri": storage.uri(staged.names.manifest)})
-    return staged.backup_id

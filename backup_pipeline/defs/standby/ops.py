@@ -1,0 +1,36 @@
+"""Keeping a target's standby database one verified backup behind production."""
+
+import dagster as dg
+
+from backup_pipeline.core.backup import StagedBackup
+from backup_pipeline.core.pgconn import PgConn
+from backup_pipeline.core.restore import restore_from_storage
+from backup_pipeline.defs.failures import user_message
+from backup_pipeline.resources import BackupSettings
+
+
+@dg.op(description="Replace the standby database's contents with this verified backup and check its row counts.")
+def sync_standby(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings: BackupSettings) -> None:
+    if not staged.target.standby_dsn_env:
+        return
+    settings = backup_settings.load()
+    history = backup_settings.history(settings)
+    try:
+        standby = staged.target.standby_dsn()
+        storage = backup_settings.storage(settings, staged.target.storage_url)
+        restored = restore_from_storage(
+            storage, staged.names.manifest, standby, stage_dir=backup_settings.stage_dir(settings, context.run_id),
+            pg_bin_dir=staged.target.pg_bin_dir, replace=True,
+        )
+        if restored.mismatches:
+            raise RuntimeError(
+                "row counts differ after restore: "
+                + ", ".join(f"{t}: expected {e}, got {a}" for t, (e, a) in list(restored.mismatches.items())[:10])
+            )
+    except Exception as exc:  # noqa: BLE001 - recorded, then the step fails
+        message = user_message(exc)
+        history.record_standby(staged.backup_id, ok=False, detail=message)
+        raise dg.Failure(description=f"standby of {staged.target.name} not refreshed: {message}", allow_retries=False) from None
+    where = PgConn.parse(standby).where
+    history.record_standby(staged.backup_id, ok=True, detail=f"restored into {where}")
+    context.log.info(f"Standby {where} now holds backup {staged.backup_id}")
