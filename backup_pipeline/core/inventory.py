@@ -48,7 +48,8 @@ QUERIES: dict[str, str] = {
         SELECT n.nspname || '.' || coalesce(t.relname, ty.typname) || '.' || co.conname
         FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
         LEFT JOIN pg_class t ON t.oid = co.conrelid LEFT JOIN pg_type ty ON ty.oid = co.contypid
-        WHERE {_USER_NS} AND co.conislocal AND (t.oid IS NULL OR {_not_extension_member('pg_class', 't.oid')})
+        WHERE {_USER_NS} AND co.conislocal AND co.contype <> 'n'  -- NOT NULL rows exist only from PostgreSQL 18
+          AND (t.oid IS NULL OR {_not_extension_member('pg_class', 't.oid')})
         ORDER BY 1""",
     "policies": """
         SELECT schemaname || '.' || tablename || '.' || policyname FROM pg_policies ORDER BY 1""",

@@ -106,9 +106,9 @@ def restore_archive(
 ) -> RestoreResult:
     """Restore a compressed custom-format archive (a readable stream) into the database at to_dsn.
 
-    By default the destination must be empty. With replace=True the archive's
-    objects are dropped and recreated in one transaction (--clean --if-exists
-    --single-transaction): on any error nothing in the destination changes.
+    By default the destination must be empty. With replace=True everything the
+    destination holds is dropped and the archive restored in ONE transaction
+    (see `_replace`): on any error nothing in the destination changes.
     """
     conn = PgConn.parse(to_dsn, what="destination URL")
     started = time.monotonic()
@@ -133,10 +133,10 @@ def restore_archive(
 
         args = [tools.path("pg_restore"), "--no-password", "--exit-on-error",
                 f"--dbname={psycopg.conninfo.make_conninfo(dbname=conn.dbname)}"]
-        if replace:
-            args += ["--clean", "--if-exists", "--single-transaction"]
         env = conn.subprocess_env()
-        if jobs > 1 and not replace:
+        if replace:
+            result, stderr = _replace(tools, env, conn, archive, codec, empty_database_sql(pg), major, stage_dir)
+        elif jobs > 1:
             with tempfile.NamedTemporaryFile(dir=stage_dir, suffix=".dump") as plain:
                 decompress_stream(archive, plain, codec)
                 plain.flush()
@@ -156,6 +156,77 @@ def restore_archive(
         duration_seconds=time.monotonic() - started,
         warnings=warnings,
     )
+
+
+def empty_database_sql(pg: psycopg.Connection) -> str:
+    """SQL that drops every user object of pg's database (schemas, public's contents, large objects)."""
+    ext = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
+    rows = pg.execute(
+        f"""
+        SELECT format('DROP SCHEMA %I CASCADE;', n.nspname) FROM pg_namespace n
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'public') AND n.nspname NOT LIKE 'pg\\_%'
+          AND {ext.format(oid='n.oid')}
+        UNION ALL
+        SELECT format('DROP %s IF EXISTS public.%I CASCADE;',
+                      CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                                     WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, c.relname)
+        FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+          AND NOT c.relispartition AND {ext.format(oid='c.oid')}
+        UNION ALL
+        SELECT format('DROP ROUTINE IF EXISTS public.%I(%s) CASCADE;', p.proname, pg_get_function_identity_arguments(p.oid))
+        FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND {ext.format(oid='p.oid')}
+        UNION ALL
+        SELECT format('DROP TYPE IF EXISTS public.%I CASCADE;', t.typname) FROM pg_type t
+        WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'c', 'd', 'r') AND t.typrelid = 0
+          AND {ext.format(oid='t.oid')}
+        UNION ALL
+        SELECT 'SELECT lo_unlink(oid) FROM pg_largeobject_metadata;' WHERE EXISTS (SELECT 1 FROM pg_largeobject_metadata)
+        """
+    ).fetchall()
+    return "\n".join(r[0] for r in rows) + "\n"
+
+
+def _replace(tools, env: dict, conn: PgConn, archive: BinaryIO, codec: str, pre_sql: str, server_major: int,
+             stage_dir: Path | None):
+    """Empty the database and restore the archive as one psql transaction.
+
+    pg_restore's own --clean cannot drop partitioned tables' inherited
+    constraints, and its --single-transaction cannot include the emptying, so
+    pg_restore writes a script that psql runs after the DROPs, all in one
+    transaction with ON_ERROR_STOP. pg_restore >= 17 writes
+    `SET transaction_timeout`, which servers <= 16 reject, so that line is
+    dropped for them.
+    """
+    skip_timeout = server_major < 17 <= tools.major
+    with tempfile.NamedTemporaryFile(dir=stage_dir, suffix=".dump") as plain, tempfile.TemporaryFile() as err:
+        decompress_stream(archive, plain, codec)
+        plain.flush()
+        psql = subprocess.Popen(
+            [tools.path("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password",
+             f"--dbname={psycopg.conninfo.make_conninfo(dbname=conn.dbname)}"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env,
+        )
+        script = subprocess.Popen([tools.path("pg_restore"), "-f", "-", plain.name], stdout=subprocess.PIPE,
+                                  stderr=err, env=env)
+        try:
+            psql.stdin.write(pre_sql.encode())
+            for line in script.stdout:
+                if not (skip_timeout and line.startswith(b"SET transaction_timeout")):
+                    psql.stdin.write(line)
+        except BrokenPipeError:
+            pass  # psql stopped at the first error; its exit code and stderr say why
+        finally:
+            script.stdout.close()
+            script.wait()
+            try:
+                psql.stdin.close()
+            except BrokenPipeError:
+                pass
+            psql.wait()
+        err.seek(0)
+        stderr = err.read()
+    failed = psql if psql.returncode != 0 else script
+    return failed, stderr
 
 
 def _restore_from_stream(args: list[str], env: dict, archive: BinaryIO, codec: str):
