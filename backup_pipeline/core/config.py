@@ -27,6 +27,8 @@ DSN_ENV_VARS = ("DATABASE_URL", "PROD_SUPABASE_DB_URL")
 DEFAULT_TARGETS_FILE = "backup_targets.yaml"
 DEFAULT_SCHEDULE = "0 2 * * *"
 LEVELS = {"zstd": (1, 22), "gzip": (0, 9), "none": (0, 22)}  # "none" ignores the level
+# zstd 1: on 2 cores shared with pg_dump and the server, level 3 costs ~10% more time for ~20% smaller archives.
+DEFAULT_LEVEL = {"zstd": 1, "gzip": 6, "none": 0}
 
 
 def check_target_name(name: str) -> str:
@@ -64,7 +66,7 @@ class Target:
     storage_url: str
     pg_bin_dir: str | None = None
     compression: str = "zstd"
-    compression_level: int = 3
+    compression_level: int = DEFAULT_LEVEL["zstd"]
     retention_days: int = 30
     schedule: str | None = DEFAULT_SCHEDULE
     drill: bool = True  # restore-drill every backup; switch off for databases too large to restore daily
@@ -158,12 +160,12 @@ def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Targ
     storage = merged.get("storage")
     if not storage:
         raise ConfigError(f"{path}: target {name!r} needs storage (top-level or per target): file:///dir or s3://bucket/prefix")
+    codec = check_codec(str(merged.get("compression", "zstd")))
     try:
-        level = int(merged.get("compression_level", 3))
+        level = int(merged.get("compression_level", DEFAULT_LEVEL[codec]))
         retention = int(merged.get("retention_days", 30))
     except (TypeError, ValueError):
         raise ConfigError(f"{path}: target {name!r}: compression_level and retention_days must be integers") from None
-    codec = check_codec(str(merged.get("compression", "zstd")))
     low, high = LEVELS[codec]
     if not low <= level <= high:
         raise ConfigError(f"{path}: target {name!r}: compression_level {level} is out of range for {codec} ({low}-{high})")

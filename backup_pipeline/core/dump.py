@@ -152,7 +152,7 @@ def dump_database(
     names: BackupNames,
     *,
     pg_bin_dir: str | None = None,
-    level: int = 3,
+    level: int = 1,
     threads: int = DEFAULT_THREADS,
     lock_wait_timeout_s: int = 300,
 ) -> DumpResult:
