@@ -87,3 +87,19 @@ def test_console_script_backs_up_from_the_seed_environment_variables(cli_env, so
     assert SOURCE_PASSWORD not in proc.stdout + proc.stderr
     with psycopg.connect(source_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM public.customers").fetchone()[0] == record["row_counts"]["public.customers"]
+
+
+def test_verify_checks_the_stored_archive(cli_env, capsys, source_dsn):
+    code, out, _ = run_cli(capsys, "backup", "--target", "shop", "--dsn", source_dsn, "--storage",
+                           cli_env.local_storage_url, "--json")
+    backup = json.loads(out)
+    code, out, err = run_cli(capsys, "verify", "--backup-id", backup["backup_id"])
+    assert code == 0 and "matches its manifest" in out
+    archive = cli_env.local_storage_url.removeprefix("file://") + backup["archive_uri"].split("storage", 1)[1]
+    with open(archive, "r+b") as f:
+        f.seek(10)
+        f.write(b"\x00\x00\x00")
+    code, out, err = run_cli(capsys, "verify", "--backup-id", backup["backup_id"])
+    assert code == 1 and "does not match its manifest" in err
+    code, out, _ = run_cli(capsys, "list", "--json")
+    assert json.loads(out)[0]["verification_status"] == "failed"
