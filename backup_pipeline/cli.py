@@ -6,6 +6,7 @@ Every command exits 0 on success and non-zero with a one-line error on stderr;
 
 import argparse
 import gc
+import os
 import json
 import sys
 
@@ -112,6 +113,106 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migration_event(args: argparse.Namespace) -> int:
+    from backup_pipeline.core.config import load_settings
+    from backup_pipeline.launch import history, parse_duration, wait_for_migration_backup
+
+    timeout = parse_duration(args.timeout)
+    load_settings().target(args.target)  # an unknown target fails now, not in the sensor
+    event = history().record_migration_event(args.target, args.migration)
+    if not args.wait:
+        _print_json(event.to_dict()) if args.json else print(f"migration event {event.id} recorded ({event.status})")
+        return 0
+    ok, message = wait_for_migration_backup(event.id, timeout)
+    if args.json:
+        _print_json({**history().get_migration_event(event.id).to_dict(), "ok": ok, "message": message})
+    if not ok:
+        return _fail(message)
+    if not args.json:
+        print(message)
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    from backup_pipeline.resources import TARGET_TAG
+
+    ui = args.url.rstrip("/")
+    parts = urlsplit(ui)
+    client = DagsterGraphQLClient(parts.hostname, port_number=parts.port, use_https=parts.scheme == "https",
+                                  path_prefix=parts.path, timeout=30)
+    try:
+        run_id = client.submit_job_execution(
+            "backup", run_config={"ops": {"dump": {"config": {"target": args.target, "type": args.type}}}},
+            tags={TARGET_TAG: args.target},
+        )
+    except (DagsterGraphQLClientError, OSError) as exc:
+        return _fail(f"cannot launch a run on the Dagster webserver at {ui}: {exc} (is it running? set --url or BACKUP_UI_URL)")
+    url = f"{ui}/runs/{run_id}"
+    _print_json({"run_id": run_id, "url": url}) if args.json else print(url)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from backup_pipeline.launch import history
+
+    rows = history().kpis(args.target)
+    if args.json:
+        _print_json(rows)
+        return 0
+    header = f"{'target':14} {'30d backups':>11} {'success %':>9} {'avg MB':>8} {'avg s':>7} {'verified %':>10}  {'last backup (UTC)':19}  last drill"
+    print(header)
+    for r in rows:
+        def fmt(v, spec):
+            return format(v, spec) if v is not None else "-"
+        last_backup = f"{r['last_backup_at']:%Y-%m-%d %H:%M}" if r.get("last_backup_at") else "-"
+        drill = "-" if not r.get("last_drill_at") else f"{r['last_drill_at']:%Y-%m-%d %H:%M} {'passed' if r.get('last_drill_passed') else 'FAILED'}"
+        print(f"{r['target']:14} {r['total_30d']:>11} {fmt(r['success_rate_30d'], '9.1f')} "
+              f"{fmt(r['avg_size_mb_30d'], '8.2f')} {fmt(r['avg_duration_seconds_30d'], '7.1f')} "
+              f"{fmt(r['verified_share_30d'], '10.1f')}  {last_backup:19}  {drill}")
+    return 0
+
+
+def cmd_history_sync(args: argparse.Namespace) -> int:
+    from backup_pipeline.core import catalog
+    from backup_pipeline.core.config import load_settings
+    from backup_pipeline.core.storage import open_storage
+    from backup_pipeline.launch import history
+
+    settings = load_settings()
+    store = history()
+    if args.storage:
+        if not args.target:
+            return _fail("--storage needs --target (whose backups to read)")
+        sources = [(args.target, args.storage)]
+    else:
+        names = [args.target] if args.target else sorted(settings.targets)
+        sources = [(name, settings.target(name).storage_url) for name in names]
+    summary = []
+    for target, url in sources:
+        storage = open_storage(url, settings.s3)
+        added = existing = 0
+        for key in catalog.manifest_keys(storage, target):
+            manifest, uris = catalog.load(storage, key)
+            try:
+                store.get(manifest["backup_id"])
+                before = True
+            except KeyError:
+                before = False
+            store.upsert_from_manifest(manifest, **uris)
+            existing, added = (existing + 1, added) if before else (existing, added + 1)
+        summary.append({"target": target, "storage": url, "added": added, "already_recorded": existing})
+    if args.json:
+        _print_json(summary)
+    else:
+        for row in summary:
+            print(f"{row['target']}: {row['added']} backups added from {row['storage']}, {row['already_recorded']} already recorded")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from backup_pipeline.demo.run import run_demo
 
@@ -165,6 +266,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a stored backup's sha256 and size against its manifest")
     p.add_argument("--backup-id", required=True)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("migration-event", help="record a migration about to be applied; --wait gates on its backup")
+    p.add_argument("--target", required=True)
+    p.add_argument("--migration", required=True, help="migration id (e.g. the migration file's version)")
+    p.add_argument("--wait", action="store_true", help="block until the pre-migration backup is verified (exit 0) or failed")
+    p.add_argument("--timeout", default="30m", help="with --wait: give up after this long (e.g. 30m, 90s)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_migration_event)
+
+    p = sub.add_parser("trigger", help="launch a backup on a running Dagster webserver; prints the run's URL")
+    p.add_argument("--target", required=True)
+    p.add_argument("--type", default="manual", choices=BACKUP_TYPES)
+    p.add_argument("--url", default=os.environ.get("BACKUP_UI_URL", "http://127.0.0.1:3000"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_trigger)
+
+    p = sub.add_parser("status", help="30-day KPIs per target: success rate, sizes, durations, drills")
+    p.add_argument("--target")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("history", help="maintain the history database")
+    hsub = p.add_subparsers(dest="history_command", required=True)
+    h = hsub.add_parser("sync", help="rebuild or repair backup_history from the manifests in storage")
+    h.add_argument("--target")
+    h.add_argument("--storage", help="read this storage URL instead of the target's")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=cmd_history_sync)
 
     p = sub.add_parser("demo", help="back up and restore a sample database on embedded PostgreSQL")
     p.set_defaults(func=cmd_demo)

@@ -6,6 +6,7 @@ environment under a fixed variable name and only that name enters run config.
 """
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from backup_pipeline.core.history import BackupRecord, HistoryStore, default_his
 from backup_pipeline.defs.backup.jobs import backup_job
 from backup_pipeline.defs.drill.jobs import drill_job
 from backup_pipeline.defs.restore.jobs import restore_job
-from backup_pipeline.resources import TARGET_TAG, BackupSettings
+from backup_pipeline.core.errors import ConfigError
+from backup_pipeline.resources import MIGRATION_EVENT_TAG, TARGET_TAG, BackupSettings
 
 CLI_DSN_ENV = "BACKUP_PIPELINE_CLI_DSN"
 CLI_RESTORE_DSN_ENV = "BACKUP_PIPELINE_CLI_RESTORE_DSN"
@@ -132,3 +134,38 @@ def backup_json(record: BackupRecord) -> dict:
     out["started_at"] = out.pop("timestamp")
     out["archive_uri"] = out.get("archive_uri")
     return out
+
+
+def parse_duration(text: str) -> float:
+    """'30m', '90s', '1h', or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = text.strip().lower()
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise ConfigError(f"timeout {text!r} is not a duration: use e.g. 90s, 30m or 1h") from None
+
+
+def wait_for_migration_backup(event_id: str, timeout_s: float, poll_s: float = 2.0) -> tuple[bool, str]:
+    """Block until the event's pre-migration backup is completed and verified (True) or has failed (False)."""
+    store = history()
+    deadline = time.monotonic() + timeout_s
+    with dg.DagsterInstance.get() as instance:
+        while True:
+            event = store.get_migration_event(event_id)
+            if event.backup_id:
+                record = store.get(event.backup_id)
+                if record.status == "failed" or record.verification_status == "failed":
+                    return False, f"pre-migration backup {record.id} failed: {record.error or record.verification_detail}"
+                if record.status == "completed" and record.verification_status in ("verified", "checksum_ok"):
+                    return True, f"pre-migration backup {record.id} is {record.verification_status}: {record.manifest_uri}"
+            if event.status == "failed":
+                return False, f"pre-migration backup for {event.migration_id} failed: {event.error}"
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={MIGRATION_EVENT_TAG: event_id}))
+            failed = [r for r in runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
+            if failed and not event.backup_id:
+                return False, f"the pre-migration backup run {failed[0].run_id} {failed[0].status.value.lower()} before it started"
+            if time.monotonic() > deadline:
+                hint = "" if runs else " (no run was launched: is the Dagster daemon running?)"
+                return False, f"timed out after {timeout_s:.0f}s waiting for the pre-migration backup{hint}"
+            time.sleep(poll_s)

@@ -14,6 +14,8 @@ from backup_pipeline.core.history import HistoryStore, default_history_url
 from backup_pipeline.core.storage import Storage, open_storage
 
 TARGET_TAG = "backup_pipeline/target"
+MIGRATION_EVENT_TAG = "backup_pipeline/migration_event"
+MIGRATION_ID_TAG = "backup_pipeline/migration_id"
 
 
 class BackupSettings(dg.ConfigurableResource):

@@ -26,6 +26,7 @@ BACKUP_TYPES = ("daily", "manual", "pre-migration", "post-migration", "pre-resto
 DSN_ENV_VARS = ("DATABASE_URL", "PROD_SUPABASE_DB_URL")
 DEFAULT_TARGETS_FILE = "backup_targets.yaml"
 DEFAULT_SCHEDULE = "0 2 * * *"
+DEFAULT_MIGRATIONS_TABLE = "supabase_migrations.schema_migrations"
 LEVELS = {"zstd": (1, 22), "gzip": (0, 9), "none": (0, 22)}  # "none" ignores the level
 # zstd 1: on 2 cores shared with pg_dump and the server, level 3 costs ~10% more time for ~20% smaller archives.
 DEFAULT_LEVEL = {"zstd": 1, "gzip": 6, "none": 0}
@@ -75,6 +76,7 @@ class Target:
     restore_destination: bool = False  # may be restored into (dev/verify); prod targets are not by default
     protected: bool = False  # restoring into it needs confirm=<target name>
     standby_dsn_env: str | None = None  # warm copy refreshed after each verified backup
+    migrations_table: str | None = DEFAULT_MIGRATIONS_TABLE  # watched for new versions; None disables
 
     def dsn(self, env: Mapping[str, str] | None = None) -> str:
         return _env_dsn(self.name, self.dsn_env, env)
@@ -149,7 +151,8 @@ def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Targ
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: target {name!r} must be a mapping with at least dsn_env")
     allowed = {"dsn_env", "storage", "pg_bin_dir", "compression", "compression_level", "retention_days", "schedule",
-               "drill", "drill_pg_major", "assertions", "restore_destination", "protected", "standby_dsn_env"}
+               "drill", "drill_pg_major", "assertions", "restore_destination", "protected", "standby_dsn_env",
+               "migrations_table"}
     if unknown := set(raw) - allowed:
         raise ConfigError(f"{path}: target {name!r} has unknown setting(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
     if "dsn" in raw:
@@ -186,6 +189,7 @@ def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Targ
         restore_destination=bool(merged.get("restore_destination", False)),
         protected=bool(merged.get("protected", False)),
         standby_dsn_env=merged.get("standby_dsn_env") or None,
+        migrations_table=merged.get("migrations_table", DEFAULT_MIGRATIONS_TABLE) or None,
     )
 
 

@@ -19,7 +19,7 @@ from backup_pipeline.core.history import COMPLETED
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline.defs.backup.metadata import backup_metadata
 from backup_pipeline.defs.failures import failing_as, user_message
-from backup_pipeline.resources import BackupSettings
+from backup_pipeline.resources import MIGRATION_EVENT_TAG, BackupSettings
 
 UPLOAD_RETRIES = 3
 
@@ -43,6 +43,8 @@ def dump(context: dg.OpExecutionContext, config: BackupConfig, backup_settings: 
     record = history.start(
         target=target.name, type=config.type, dagster_run_id=context.run_id, retention_days=target.retention_days
     )
+    if event_id := context.get_tag(MIGRATION_EVENT_TAG):
+        history.update_migration_event(event_id, status="launched", backup_id=record.id, dagster_run_id=context.run_id)
     with failing_as(history, record.id):
         conn = PgConn.parse(target.dsn(), what=f"database URL of target {target.name!r} ({target.dsn_env})")
         storage = backup_settings.storage(settings, target.storage_url)

@@ -11,7 +11,7 @@ from backup_pipeline.core.drill import DrillResult, drill_backup
 from backup_pipeline.core.history import CHECKSUM_OK, VERIFICATION_FAILED
 from backup_pipeline.defs.drill.report import record_drill
 from backup_pipeline.defs.failures import failing_as, user_message
-from backup_pipeline.resources import BackupSettings
+from backup_pipeline.resources import MIGRATION_EVENT_TAG, BackupSettings
 
 
 def _drill(storage, manifest_key: str, target, stage_dir: Path, backup_id: str) -> DrillResult:
@@ -43,19 +43,23 @@ def verify(
 ) -> StagedBackup:
     settings = backup_settings.load()
     history = backup_settings.history(settings)
+    event_id = context.get_tag(MIGRATION_EVENT_TAG)
     if drill is not None:
         record_drill(context, history, staged.target.name, drill)
-        if not drill.passed:
-            raise dg.Failure(description=f"backup {staged.backup_id} failed its drill: {drill.reason}", allow_retries=False)
-        return staged
-    storage = backup_settings.storage(settings, staged.target.storage_url)
-    try:
-        digest, size = verify_checksum(storage, read_manifest(storage, staged.names.manifest))
-    except Exception as exc:  # noqa: BLE001 - any failure to verify marks the backup unverified
-        message = user_message(exc)
-        history.set_verification(staged.backup_id, VERIFICATION_FAILED, message)
-        raise dg.Failure(description=message, allow_retries=False) from None
-    history.set_verification(staged.backup_id, CHECKSUM_OK, f"sha256 {digest} and size {size} match the manifest")
+        failure = None if drill.passed else f"backup {staged.backup_id} failed its drill: {drill.reason}"
+    else:
+        storage = backup_settings.storage(settings, staged.target.storage_url)
+        try:
+            digest, size = verify_checksum(storage, read_manifest(storage, staged.names.manifest))
+            history.set_verification(staged.backup_id, CHECKSUM_OK, f"sha256 {digest} and size {size} match the manifest")
+            failure = None
+        except Exception as exc:  # noqa: BLE001 - any failure to verify marks the backup unverified
+            failure = user_message(exc)
+            history.set_verification(staged.backup_id, VERIFICATION_FAILED, failure)
+    if event_id:
+        history.update_migration_event(event_id, status="failed" if failure else "completed", error=failure)
+    if failure:
+        raise dg.Failure(description=failure, allow_retries=False)
     return staged
 
 
