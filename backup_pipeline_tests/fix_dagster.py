@@ -1,5 +1,6 @@
 """Fixtures for running the real jobs: an isolated environment and Dagster instance."""
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,3 +56,20 @@ def s3_env(backup_env: BackupEnv, s3_server: str, monkeypatch: pytest.MonkeyPatc
 def dagster_instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as instance:
         yield instance
+
+
+@pytest.fixture
+def configure(backup_env, tmp_path, monkeypatch):
+    """Write backup_targets.yaml with the given targets (name -> settings) and DSN variables."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+
+    def write(targets: dict, dsns: dict[str, str]) -> None:
+        for var, dsn in dsns.items():
+            monkeypatch.setenv(var, dsn)
+        lines = [f"storage: {backup_env.local_storage_url}", "targets:"]
+        for name, settings in targets.items():
+            lines.append(f"  {name}: {json.dumps(settings)}")
+        (tmp_path / "targets.yaml").write_text("\n".join(lines) + "\n")
+        monkeypatch.setenv("BACKUP_TARGETS_FILE", str(tmp_path / "targets.yaml"))
+
+    return write

@@ -11,7 +11,6 @@ from backup_pipeline.core.archive import BackupNames
 from backup_pipeline.core.backup import build_manifest, publish
 from backup_pipeline.core.drill import drill_backup, filter_toc
 from backup_pipeline.core.dump import dump_database
-from backup_pipeline.core.ephemeral import EphemeralPostgres
 from backup_pipeline.core.errors import BusyError, RestoreError
 from backup_pipeline.core.locks import lock_database
 from backup_pipeline.core.restore import create_database, restore_from_storage

@@ -3,7 +3,6 @@
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import pytest

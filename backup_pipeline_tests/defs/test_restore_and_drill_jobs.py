@@ -6,7 +6,6 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
-import pytest
 
 from backup_pipeline.cli import main
 from backup_pipeline.core.backup import split_backup_uri
@@ -16,23 +15,6 @@ from backup_pipeline.launch import run_backup, run_drill, run_restore
 from backup_pipeline.resources import BackupSettings
 from backup_pipeline_tests.fix_pg import new_database
 from backup_pipeline_tests.pgcheck import fingerprint
-
-
-@pytest.fixture
-def configure(backup_env, tmp_path, monkeypatch):
-    """Write backup_targets.yaml with the given targets (name -> settings) and DSN variables."""
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-
-    def write(targets: dict, dsns: dict[str, str]) -> None:
-        for var, dsn in dsns.items():
-            monkeypatch.setenv(var, dsn)
-        lines = [f"storage: {backup_env.local_storage_url}", "targets:"]
-        for name, settings in targets.items():
-            lines.append(f"  {name}: {json.dumps(settings)}")
-        (tmp_path / "targets.yaml").write_text("\n".join(lines) + "\n")
-        monkeypatch.setenv("BACKUP_TARGETS_FILE", str(tmp_path / "targets.yaml"))
-
-    return write
 
 
 def _count(dsn: str, table: str) -> int:
