@@ -8,6 +8,7 @@ runs the target's assertions. Extensions the drill server cannot provide
 reported by name. The server is always stopped and deleted.
 """
 
+import os
 import re
 import subprocess
 import tempfile
@@ -27,6 +28,8 @@ from .restore import create_missing_roles
 from .storage import Storage
 from .verify import AssertionResult, Comparison, compare_with_manifest, run_assertions
 
+# pg_restore is most of a drill's time; past 4 workers the disk, not the CPU, is the limit.
+DRILL_JOBS = min(os.cpu_count() or 1, 4)
 _TOC_EXTENSION = re.compile(r"^\d+; \d+ \d+ EXTENSION - (\S+)")
 _TOC_EXTENSION_COMMENT = re.compile(r"^\d+; \d+ \d+ COMMENT - EXTENSION (\S+)")
 _TOC_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
@@ -120,7 +123,7 @@ def drill_backup(
     stage_dir: Path,
     assertion_files: list[Path] = (),
     server_major: int | None = None,
-    jobs: int = 2,
+    jobs: int = DRILL_JOBS,
 ) -> DrillResult:
     manifest = read_manifest(storage, manifest_key)
     result = DrillResult(backup_id=manifest["backup_id"], target=manifest["target"], manifest_uri=storage.uri(manifest_key))
