@@ -5,4 +5,5 @@ pytest_plugins = [
     "backup_pipeline_tests.fix_s3",
     "backup_pipeline_tests.fix_pg",
     "backup_pipeline_tests.fix_dagster",
+    "backup_pipeline_tests.fix_alerts",
 ]
