@@ -77,7 +77,11 @@ def _assert_schema_at_head(history_url: str) -> None:
             assert context.get_current_revision() == head_revision()
             assert compare_metadata(context, metadata) == []
             assert sa.inspect(conn).has_table("backup_history", schema=schema)
-            assert set(sa.inspect(conn).get_view_names(schema=schema)) == {"recent_backups"}
+            assert set(sa.inspect(conn).get_view_names(schema=schema)) == {"recent_backups", "backup_kpis"}
+            for table in ("migration_events", "retention_log"):
+                assert sa.inspect(conn).has_table(table, schema=schema)
+            event_checks = sa.inspect(conn).get_check_constraints("migration_events", schema=schema)
+            assert [c["name"] for c in event_checks] == ["ck_migration_events_status"]
             checks = {c["name"] for c in sa.inspect(conn).get_check_constraints("backup_history", schema=schema)}
             assert checks == {
                 "ck_backup_history_status",

@@ -1,4 +1,10 @@
-"""The `backup_history` table as SQLAlchemy Core metadata, and its vocabularies.
+"""The history tables as SQLAlchemy Core metadata, and their vocabularies.
+
+`backup_history` holds one row per backup attempt, `migration_events` the
+schema migrations announced for a target (each gets a pre-migration backup),
+and `retention_log` what retention expired or deleted. The view
+`backup_kpis` is described by `backup_kpis_view`, kept out of `metadata` so
+schema comparison sees only tables.
 
 Datetimes are stored in UTC and always come back timezone-aware, on SQLite
 too: `UTCDateTime` refuses naive values, so no local wall-clock time can reach
@@ -7,6 +13,7 @@ schema as of its own date, and this file describes the head revision.
 """
 
 from datetime import UTC, datetime
+from typing import Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -34,6 +41,23 @@ STANDBY_STATUSES = (STANDBY_SYNCED, STANDBY_FAILED)
 SOURCE_MANIFEST = "manifest"
 
 DEFAULT_RETENTION_DAYS = 30
+# retention_until of a backup kept forever: a real date, so `retention_until <
+# NOW() + INTERVAL '7 days'` and other date arithmetic keep working.
+KEEP_FOREVER: Final = datetime(9999, 12, 31, tzinfo=UTC)
+
+# migration_events.status
+MIGRATION_PENDING = "pending"
+MIGRATION_LAUNCHED = "launched"
+MIGRATION_COMPLETED = "completed"
+MIGRATION_FAILED = "failed"
+MIGRATION_EVENT_STATUSES = (MIGRATION_PENDING, MIGRATION_LAUNCHED, MIGRATION_COMPLETED, MIGRATION_FAILED)
+
+# retention_log.action: the usual ones; the column accepts any short word.
+RETENTION_EXPIRE = "expire"
+RETENTION_DELETE_OBJECT = "delete_object"
+RETENTION_ABORT_MULTIPART = "abort_multipart"
+RETENTION_DELETE_ORPHAN = "delete_orphan"
+RETENTION_ACTIONS = (RETENTION_EXPIRE, RETENTION_DELETE_OBJECT, RETENTION_ABORT_MULTIPART, RETENTION_DELETE_ORPHAN)
 PG_SCHEMA = "public"
 
 NAMING_CONVENTION = {
@@ -103,10 +127,65 @@ backup_history = sa.Table(
     sa.Column("standby_synced_at", UTCDateTime()),
     sa.Column("standby_detail", sa.Text()),
     sa.Column("source", sa.String(32)),
+    # Set by retention: when the row became `expired`, when its objects left storage.
+    sa.Column("expired_at", UTCDateTime()),
+    sa.Column("objects_deleted_at", UTCDateTime()),
+    sa.Column("retention_detail", sa.Text()),
     sa.UniqueConstraint("dagster_run_id", "target"),
     sa.CheckConstraint(sa.column("status").in_(STATUSES), name="status"),
     sa.CheckConstraint(sa.column("verification_status").in_(VERIFICATION_STATUSES), name="verification_status"),
     sa.CheckConstraint(sa.column("type").in_(BACKUP_TYPES), name="type"),
     sa.CheckConstraint(sa.column("standby_status").in_(STANDBY_STATUSES), name="standby_status"),
     sa.Index(None, "target", "timestamp"),
+)
+
+# seq is the primary key so that it is a true autoincrement on both backends
+# (SQLite AUTOINCREMENT never reuses a value); id is the public uuid4 handle.
+migration_events = sa.Table(
+    "migration_events",
+    metadata,
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("migration_id", sa.String(255), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default=MIGRATION_PENDING),
+    sa.Column("backup_id", sa.String(36)),
+    sa.Column("dagster_run_id", sa.String(64)),
+    sa.Column("error", sa.Text()),
+    sa.Column("updated_at", UTCDateTime()),
+    sa.UniqueConstraint("id"),
+    sa.UniqueConstraint("target", "migration_id"),
+    sa.CheckConstraint(sa.column("status").in_(MIGRATION_EVENT_STATUSES), name="status"),
+    sqlite_autoincrement=True,
+)
+
+retention_log = sa.Table(
+    "retention_log",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("backup_id", sa.String(36)),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("object_uri", sa.Text()),
+    sa.Column("dry_run", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("detail", sa.Text()),
+    sa.Index(None, "target", "id"),
+)
+
+# The view of revision 0003, for reading it with typed results (timestamps are text on SQLite).
+backup_kpis_view = sa.Table(
+    "backup_kpis",
+    sa.MetaData(),
+    sa.Column("target", sa.String(255)),
+    sa.Column("total_30d", sa.Integer()),
+    sa.Column("completed_30d", sa.Integer()),
+    sa.Column("success_rate_30d", sa.Float()),
+    sa.Column("avg_size_mb_30d", sa.Float()),
+    sa.Column("avg_duration_seconds_30d", sa.Float()),
+    sa.Column("verified_share_30d", sa.Float()),
+    sa.Column("last_backup_at", UTCDateTime()),
+    sa.Column("last_drill_at", UTCDateTime()),
+    sa.Column("last_drill_passed", sa.Boolean()),
 )

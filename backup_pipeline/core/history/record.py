@@ -1,4 +1,4 @@
-"""`BackupRecord`: one row of `backup_history` as a plain, immutable value.
+"""`BackupRecord` and `MigrationEvent`: rows of the history as plain, immutable values.
 
 Callers (Dagster assets, the CLI) get records, never SQLAlchemy rows, so
 nothing outside this package depends on the database layer.
@@ -43,6 +43,9 @@ class BackupRecord:
     standby_synced_at: datetime | None = None
     standby_detail: str | None = None
     source: str | None = None
+    expired_at: datetime | None = None
+    objects_deleted_at: datetime | None = None
+    retention_detail: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "BackupRecord":
@@ -53,8 +56,36 @@ class BackupRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """All columns, datetimes as ISO-8601 strings: ready for JSON or Dagster metadata."""
-        out = dataclasses.asdict(self)
-        for key, value in out.items():
-            if isinstance(value, datetime):
-                out[key] = value.isoformat()
-        return out
+        return _plain(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationEvent:
+    """A schema migration announced for a target; `seq` orders events for a sensor's cursor."""
+
+    seq: int
+    id: str
+    target: str
+    migration_id: str
+    created_at: datetime
+    status: str
+    backup_id: str | None = None
+    dagster_run_id: str | None = None
+    error: str | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "MigrationEvent":
+        return cls(**{field.name: row[field.name] for field in dataclasses.fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """All columns, datetimes as ISO-8601 strings."""
+        return _plain(self)
+
+
+def _plain(record: Any) -> dict[str, Any]:
+    out = dataclasses.asdict(record)
+    for key, value in out.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+    return out

@@ -6,32 +6,30 @@ backup never turns `failed`: problems found later go to `verification_status`.
 Restore drills and standby copies of a completed backup are recorded on its
 row; `upsert_from_manifest` rebuilds rows from storage after the history
 database was lost. The schema is migrated to head on first use, so callers
-only need a URL.
+only need a URL. Migration events, retention and KPIs come from the mixins in
+events.py, retention.py and kpis.py.
 """
 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
-import threading
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
 
-from backup_pipeline.core.errors import ConnectionFailed
-from backup_pipeline.core.history.migrate import upgrade_to_head
+from backup_pipeline.core.history.base import utc as _utc
+from backup_pipeline.core.history.events import MigrationEventsMixin
+from backup_pipeline.core.history.kpis import KpisMixin
 from backup_pipeline.core.history.models import (
     BACKUP_TYPES,
     COMPLETED,
     DEFAULT_RETENTION_DAYS,
     EXPIRED,
     FAILED,
-    PG_SCHEMA,
     RUNNING,
     SOURCE_MANIFEST,
     STANDBY_FAILED,
@@ -43,20 +41,10 @@ from backup_pipeline.core.history.models import (
     backup_history,
 )
 from backup_pipeline.core.history.record import BackupRecord
-from backup_pipeline.core.history.urls import normalize_history_url
-from backup_pipeline.core.redact import redact_dsn, redact_text
+from backup_pipeline.core.history.retention import RetentionMixin
+from backup_pipeline.core.redact import redact_text
 
 _MIB = 1024 * 1024
-
-
-def _utc(value: datetime | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    if value.tzinfo is None:
-        raise ValueError(
-            f"naive datetime {value.isoformat()} given to the backup history; pass a timezone-aware one"
-        )
-    return value.astimezone(UTC)
 
 
 def _redact_json(value: Any) -> Any:
@@ -147,64 +135,8 @@ def _manifest_row(
     }
 
 
-def _create_engine(url: sa.URL) -> sa.Engine:
-    if url.get_backend_name() == "postgresql":
-        return sa.create_engine(
-            url,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": 10},
-            execution_options={"schema_translate_map": {None: PG_SCHEMA}},
-        )
-    # A long busy timeout: the Dagster webserver and runs share one SQLite file.
-    return sa.create_engine(url, connect_args={"timeout": 30})
-
-
-class HistoryStore:
+class HistoryStore(MigrationEventsMixin, RetentionMixin, KpisMixin):
     """Reads and writes backup attempts in a SQLite or PostgreSQL history database."""
-
-    def __init__(self, url: str | sa.URL):
-        self._url = normalize_history_url(url)
-        self._engine = _create_engine(self._url)
-        self._ready = False
-        self._ready_lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        """The database URL with its password masked; safe to log."""
-        return redact_dsn(self._url.render_as_string(hide_password=False))
-
-    def __repr__(self) -> str:
-        return f"HistoryStore({self.url!r})"
-
-    def __enter__(self) -> HistoryStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def migrate(self) -> None:
-        """Bring the schema to head now; otherwise it happens on first use."""
-        with self._ready_lock:
-            if self._ready:
-                return
-            try:
-                upgrade_to_head(self._engine)
-            except sa.exc.OperationalError as exc:
-                detail = redact_text(str(exc.orig or exc).strip())
-                raise ConnectionFailed(
-                    f"cannot open the backup history database {self.url}: {detail}; "
-                    "check BACKUP_HISTORY_URL and that the database server is reachable"
-                ) from None
-            self._ready = True
-
-    def _connect(self) -> contextlib.AbstractContextManager[sa.Connection]:
-        self.migrate()
-        return self._engine.begin()
 
     def start(
         self,
@@ -461,13 +393,6 @@ class HistoryStore:
                     raise
         return self.get(values["id"])
 
-    def get(self, backup_id: str) -> BackupRecord:
-        with self._connect() as conn:
-            row = conn.execute(sa.select(backup_history).where(backup_history.c.id == backup_id)).mappings().first()
-        if row is None:
-            raise KeyError(f"no backup with id {backup_id!r} in the backup history at {self.url}")
-        return BackupRecord.from_row(row)
-
     def find_by_run(self, dagster_run_id: str, target: str) -> BackupRecord | None:
         query = sa.select(backup_history).where(
             backup_history.c.dagster_run_id == dagster_run_id, backup_history.c.target == target
@@ -517,19 +442,3 @@ class HistoryStore:
             .limit(1)
         )
         return self._first(query)
-
-    def _first(self, query: sa.Select[Any]) -> BackupRecord | None:
-        with self._connect() as conn:
-            row = conn.execute(query).mappings().first()
-        return BackupRecord.from_row(row) if row is not None else None
-
-    def _get_for_update(self, conn: sa.Connection, backup_id: str) -> BackupRecord:
-        query = sa.select(backup_history).where(backup_history.c.id == backup_id).with_for_update()
-        row = conn.execute(query).mappings().first()
-        if row is None:
-            raise KeyError(f"no backup with id {backup_id!r} in the backup history at {self.url}")
-        return BackupRecord.from_row(row)
-
-    @staticmethod
-    def _update(conn: sa.Connection, backup_id: str, values: Mapping[str, Any]) -> None:
-        conn.execute(sa.update(backup_history).where(backup_history.c.id == backup_id).values(dict(values)))
