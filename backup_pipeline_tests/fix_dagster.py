@@ -62,6 +62,7 @@ def dagster_instance() -> Iterator[dg.DagsterInstance]:
 def configure(backup_env, tmp_path, monkeypatch):
     """Write backup_targets.yaml with the given targets (name -> settings) and DSN variables."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
 
     def write(targets: dict, dsns: dict[str, str]) -> None:
         for var, dsn in dsns.items():
