@@ -213,6 +213,51 @@ def cmd_history_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keep(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from backup_pipeline.launch import backup_json, history
+
+    store = history()
+    record = store.get(args.backup_id)
+    until = None if args.forever else max(record.retention_until, datetime.now(UTC)) + timedelta(days=args.days)
+    if not args.forever and args.days is None:
+        return _fail("give --days N or --forever")
+    record = store.set_retention(record.id, until)
+    if args.json:
+        _print_json(backup_json(record))
+    else:
+        print(f"backup {record.id}: kept {'forever' if args.forever else f'until {record.retention_until:%Y-%m-%d %H:%M} UTC'}")
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from backup_pipeline.launch import run_retention
+
+    outcome = run_retention(dry_run=args.dry_run, target=args.target, verbose=args.verbose)
+    if not outcome.success:
+        return _fail(outcome.error or "retention failed")
+    plan = outcome.output
+    if args.json:
+        _print_json({**plan, "dry_run": args.dry_run})
+        return 0
+    verb = "would" if args.dry_run else "did"
+    for item in plan["expire"]:
+        objects = f", {verb} delete {len(item['objects'])} objects" if item["delete_objects"] else ", objects kept"
+        print(f"expire {item['backup_id']} ({item['target']}, retention until {item['retention_until'][:10]}){objects}")
+        for uri in item["objects"] if item["delete_objects"] else []:
+            print(f"    {uri}")
+    for item in plan["kept"]:
+        print(f"keep   {item['backup_id']}: {item['why']}")
+    for item in plan["orphans"]:
+        print(f"sweep  {item['object']} (no manifest: interrupted upload)")
+    for item in plan["incomplete_uploads"]:
+        print(f"abort  unfinished multipart upload {item['key']} ({item['storage']})")
+    if not any(plan[k] for k in ("expire", "kept", "orphans", "incomplete_uploads")):
+        print("nothing to expire")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from backup_pipeline.demo.run import run_demo
 
@@ -294,6 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--storage", help="read this storage URL instead of the target's")
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=cmd_history_sync)
+
+    p = sub.add_parser("keep", help="extend a backup's retention, or keep it forever")
+    p.add_argument("backup_id")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--days", type=int, help="keep this many more days")
+    how.add_argument("--forever", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_keep)
+
+    p = sub.add_parser("retention", help="expire backups past their retention now (the daily job does it at 03:00 UTC)")
+    p.add_argument("--dry-run", action="store_true", help="list exactly what would go; change nothing")
+    p.add_argument("--target")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser("demo", help="back up and restore a sample database on embedded PostgreSQL")
     p.set_defaults(func=cmd_demo)

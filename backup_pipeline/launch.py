@@ -16,6 +16,7 @@ from backup_pipeline.core.history import BackupRecord, HistoryStore, default_his
 from backup_pipeline.defs.backup.jobs import backup_job
 from backup_pipeline.defs.drill.jobs import drill_job
 from backup_pipeline.defs.restore.jobs import restore_job
+from backup_pipeline.defs.retention.jobs import retention_job
 from backup_pipeline.core.errors import ConfigError
 from backup_pipeline.resources import MIGRATION_EVENT_TAG, TARGET_TAG, BackupSettings
 
@@ -118,6 +119,14 @@ def run_restore(
     if not result.success:
         return JobOutcome(False, result.run_id, _failure_message(result))
     return JobOutcome(True, result.run_id, None, result.output_for_node("restore_backup"))
+
+
+def run_retention(*, dry_run: bool, target: str | None = None, verbose: bool = False) -> JobOutcome:
+    config = {"ops": {"apply_retention_policy": {"config": {"dry_run": dry_run, "target": target}}}}
+    result = _execute(retention_job, config, {}, verbose)
+    if not result.success:
+        return JobOutcome(False, result.run_id, _failure_message(result))
+    return JobOutcome(True, result.run_id, None, result.output_for_node("apply_retention_policy"))
 
 
 def run_drill(target: str | None = None, backup_id: str | None = None, verbose: bool = False) -> JobOutcome:

@@ -30,15 +30,17 @@ class BackupNames:
     """Object names of one backup, relative to the storage base."""
 
     directory: str  # <target>/YYYY/MM/DD
-    base: str  # <target>_<YYYYMMDDTHHMMSSZ>
+    base: str  # <target>_<YYYYMMDDTHHMMSSZ>[_<backup id prefix>]
     codec: str
 
     @classmethod
-    def for_backup(cls, target: str, started_at: datetime, codec: str) -> "BackupNames":
+    def for_backup(cls, target: str, started_at: datetime, codec: str, backup_id: str | None = None) -> "BackupNames":
+        """Names sort by time; the backup id keeps two backups started in the same second apart."""
         check_codec(codec)
+        suffix = f"_{backup_id[:8]}" if backup_id else ""
         return cls(
             directory=f"{target}/{started_at:%Y/%m/%d}",
-            base=f"{target}_{started_at:%Y%m%dT%H%M%SZ}",
+            base=f"{target}_{started_at:%Y%m%dT%H%M%SZ}{suffix}",
             codec=codec,
         )
 

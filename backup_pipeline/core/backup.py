@@ -140,7 +140,7 @@ def take_backup(
                            retention_days=target.retention_days)
     try:
         storage.check()
-        names = BackupNames.for_backup(target.name, record.timestamp, target.compression)
+        names = BackupNames.for_backup(target.name, record.timestamp, target.compression, record.id)
         result = dump_database(dsn, stage_dir, names, pg_bin_dir=target.pg_bin_dir, level=target.compression_level)
         manifest = build_manifest(backup_id=record.id, target=target.name, backup_type=backup_type, names=names,
                                   dump=result, dagster_run_id=dagster_run_id)

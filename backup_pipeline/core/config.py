@@ -77,6 +77,10 @@ class Target:
     protected: bool = False  # restoring into it needs confirm=<target name>
     standby_dsn_env: str | None = None  # warm copy refreshed after each verified backup
     migrations_table: str | None = DEFAULT_MIGRATIONS_TABLE  # watched for new versions; None disables
+    keep_daily: int | None = None  # grandfather-father-son: newest backup of each of the last N days…
+    keep_weekly: int | None = None  # …N ISO weeks…
+    keep_monthly: int | None = None  # …and N months are kept past retention_until
+    delete_expired_objects: bool = True  # False: expired backups are only marked, their objects stay
 
     def dsn(self, env: Mapping[str, str] | None = None) -> str:
         return _env_dsn(self.name, self.dsn_env, env)
@@ -152,7 +156,7 @@ def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Targ
         raise ConfigError(f"{path}: target {name!r} must be a mapping with at least dsn_env")
     allowed = {"dsn_env", "storage", "pg_bin_dir", "compression", "compression_level", "retention_days", "schedule",
                "drill", "drill_pg_major", "assertions", "restore_destination", "protected", "standby_dsn_env",
-               "migrations_table"}
+               "migrations_table", "keep_daily", "keep_weekly", "keep_monthly", "delete_expired_objects"}
     if unknown := set(raw) - allowed:
         raise ConfigError(f"{path}: target {name!r} has unknown setting(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
     if "dsn" in raw:
@@ -190,7 +194,20 @@ def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Targ
         protected=bool(merged.get("protected", False)),
         standby_dsn_env=merged.get("standby_dsn_env") or None,
         migrations_table=merged.get("migrations_table", DEFAULT_MIGRATIONS_TABLE) or None,
+        keep_daily=_count_setting(merged, "keep_daily", path, name),
+        keep_weekly=_count_setting(merged, "keep_weekly", path, name),
+        keep_monthly=_count_setting(merged, "keep_monthly", path, name),
+        delete_expired_objects=bool(merged.get("delete_expired_objects", True)),
     )
+
+
+def _count_setting(merged: dict, key: str, path: str, name: str) -> int | None:
+    value = merged.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{path}: target {name!r}: {key} must be a whole number of backups to keep")
+    return value
 
 
 def _assertion_paths(value: object, path: str, name: str) -> list[str]:

@@ -49,7 +49,7 @@ def dump(context: dg.OpExecutionContext, config: BackupConfig, backup_settings: 
         conn = PgConn.parse(target.dsn(), what=f"database URL of target {target.name!r} ({target.dsn_env})")
         storage = backup_settings.storage(settings, target.storage_url)
         storage.check()  # a missing bucket fails now, not after an hour of dumping
-        names = BackupNames.for_backup(target.name, record.timestamp, target.compression)
+        names = BackupNames.for_backup(target.name, record.timestamp, target.compression, record.id)
         context.log.info(f"Dumping {conn.where} (target {target.name}, {config.type}) to {storage.uri(names.archive)}")
         result = dump_database(
             conn.dsn,

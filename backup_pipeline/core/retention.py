@@ -1,0 +1,155 @@
+"""Retention: which backups expire, deleting their objects, and sweeping failed uploads.
+
+Safety rules, in order: the newest verified backup of a target is never
+expired, whatever the policy says; backups a grandfather-father-son policy
+keeps are not expired either. Deletion removes the manifest first, so a
+backup stops counting as complete before its archive goes, and marks the
+history row `expired` last: a crash half-way leaves a row that the next run
+picks up again, and deleting an object that is already gone is a no-op.
+"""
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from .backup import split_backup_uri
+from .catalog import MANIFEST_SUFFIX
+from .config import Settings, Target
+from .storage import Storage
+
+_STAMP = re.compile(r"_(\d{8}T\d{6}Z)[_.]")
+INCOMPLETE_GRACE = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Expiry:
+    backup_id: str
+    target: str
+    started_at: datetime
+    retention_until: datetime
+    object_uris: tuple[str, ...]  # manifest first
+    delete_objects: bool
+
+
+@dataclass
+class RetentionPlan:
+    expire: list[Expiry] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (backup_id, why)
+    orphans: list[tuple[str, str]] = field(default_factory=list)  # (target, object uri)
+    incomplete_uploads: list[tuple[str, str, object]] = field(default_factory=list)  # (target, storage url, upload)
+
+    def to_dict(self) -> dict:
+        return {
+            "expire": [
+                {"backup_id": e.backup_id, "target": e.target, "started_at": e.started_at.isoformat(),
+                 "retention_until": e.retention_until.isoformat(), "delete_objects": e.delete_objects,
+                 "objects": list(e.object_uris)}
+                for e in self.expire
+            ],
+            "kept": [{"backup_id": b, "why": why} for b, why in self.kept],
+            "orphans": [{"target": t, "object": uri} for t, uri in self.orphans],
+            "incomplete_uploads": [{"target": t, "storage": url, "key": u.key, "initiated": u.initiated.isoformat()}
+                                   for t, url, u in self.incomplete_uploads],
+        }
+
+
+def gfs_keep(backups: Iterable, target: Target) -> dict[str, str]:
+    """Ids a grandfather-father-son policy keeps: the newest backup of each of the last N days/weeks/months."""
+    keep: dict[str, str] = {}
+    rules = (("daily", target.keep_daily, lambda t: t.strftime("%Y-%m-%d")),
+             ("weekly", target.keep_weekly, lambda t: "%d-W%02d" % t.isocalendar()[:2]),
+             ("monthly", target.keep_monthly, lambda t: t.strftime("%Y-%m")))
+    ordered = sorted(backups, key=lambda r: r.timestamp, reverse=True)
+    for label, count, period in rules:
+        if not count:
+            continue
+        periods: list[str] = []
+        for record in ordered:
+            key = period(record.timestamp)
+            if key not in periods:
+                if len(periods) == count:
+                    break
+                periods.append(key)
+                keep.setdefault(record.id, f"{label} ({key})")
+    return keep
+
+
+def plan_retention(history, settings: Settings, now: datetime, targets: list[str] | None = None) -> RetentionPlan:
+    plan = RetentionPlan()
+    candidates = [r for r in history.expiry_candidates(now) if not targets or r.target in targets]
+    protected: dict[str, dict[str, str]] = {}
+    for name in {r.target for r in candidates}:
+        target = settings.targets.get(name)
+        keep = gfs_keep(history.completed_backups(name), target) if target else {}
+        newest_verified = history.latest_verified(name)
+        if newest_verified:
+            keep[newest_verified.id] = "newest verified backup of the target"
+        protected[name] = keep
+    for record in candidates:
+        if why := protected[record.target].get(record.id):
+            plan.kept.append((record.id, why))
+            continue
+        target = settings.targets.get(record.target)
+        uris = tuple(u for u in (record.manifest_uri, record.archive_uri, record.globals_uri) if u)
+        plan.expire.append(Expiry(
+            backup_id=record.id, target=record.target, started_at=record.timestamp,
+            retention_until=record.retention_until, object_uris=uris,
+            delete_objects=target.delete_expired_objects if target else True,
+        ))
+    return plan
+
+
+def stamp_of(key: str) -> datetime | None:
+    match = _STAMP.search(key.rsplit("/", 1)[-1])
+    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) if match else None
+
+
+def find_incomplete(storage: Storage, storage_url: str, target: str, now: datetime, plan: RetentionPlan) -> None:
+    """Objects of a backup that never got its manifest, and unfinished multipart uploads, older than a day."""
+    keys = list(storage.list_keys(f"{target}/"))
+    complete = {k.removesuffix(MANIFEST_SUFFIX) for k in keys if k.endswith(MANIFEST_SUFFIX)}
+    for key in keys:
+        base = re.sub(r"(\.dump(\.zst|\.gz)?|\.roles\.sql)$", "", key)
+        stamp = stamp_of(key)
+        if base != key and base not in complete and stamp and now - stamp > INCOMPLETE_GRACE:
+            plan.orphans.append((target, storage.uri(key)))
+    if hasattr(storage, "list_incomplete_uploads"):
+        for upload in storage.list_incomplete_uploads():
+            if upload.key.startswith(f"{target}/") and now - upload.initiated > INCOMPLETE_GRACE:
+                plan.incomplete_uploads.append((target, storage_url, upload))
+
+
+def apply_retention(plan: RetentionPlan, history, storage_for: Callable[[str], Storage], *, dry_run: bool,
+                    log: Callable[[str], None] = lambda _m: None) -> None:
+    """Carry out the plan (or only log it with dry_run); every step is recorded in retention_log."""
+    for expiry in plan.expire:
+        if expiry.delete_objects:
+            for uri in expiry.object_uris:
+                base, key = split_backup_uri(uri)
+                log(f"{'would delete' if dry_run else 'deleting'} {uri} (backup {expiry.backup_id})")
+                if not dry_run:
+                    storage_for(base).delete(key)
+                history.log_retention(target=expiry.target, action="delete_object", backup_id=expiry.backup_id,
+                                      object_uri=uri, dry_run=dry_run)
+        log(f"{'would expire' if dry_run else 'expiring'} backup {expiry.backup_id} ({expiry.target}, "
+            f"retention until {expiry.retention_until:%Y-%m-%d})")
+        history.log_retention(target=expiry.target, action="expire", backup_id=expiry.backup_id, dry_run=dry_run,
+                              detail=f"retention_until {expiry.retention_until.isoformat()}")
+        if not dry_run:
+            history.mark_expired(expiry.backup_id, objects_deleted=expiry.delete_objects,
+                                 detail="objects deleted" if expiry.delete_objects else "objects kept (delete_expired_objects: false)")
+    for target, uri in plan.orphans:
+        base, key = split_backup_uri(uri)
+        log(f"{'would delete' if dry_run else 'deleting'} incomplete upload object {uri}")
+        if not dry_run:
+            storage_for(base).delete(key)
+        history.log_retention(target=target, action="delete_orphan", object_uri=uri, dry_run=dry_run,
+                              detail="no manifest after a day: an interrupted upload")
+    for target, storage_url, upload in plan.incomplete_uploads:
+        storage = storage_for(storage_url)
+        log(f"{'would abort' if dry_run else 'aborting'} unfinished multipart upload of {storage.uri(upload.key)}")
+        if not dry_run:
+            storage.abort_incomplete_upload(upload)
+        history.log_retention(target=target, action="abort_multipart", object_uri=storage.uri(upload.key),
+                              dry_run=dry_run, detail=f"initiated {upload.initiated.isoformat()}")
