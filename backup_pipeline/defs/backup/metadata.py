@@ -9,6 +9,15 @@ ROW_COUNT_SCHEMA = dg.TableSchema(
 )
 
 
+KPI_FIELDS = ("success_rate_30d", "avg_size_mb_30d", "avg_duration_seconds_30d", "verified_share_30d", "total_30d")
+
+
+def kpi_metadata(kpis: list[dict]) -> dict[str, object]:
+    """The target's 30-day KPIs (seed 000's "Métricas"), so they plot over materializations in the UI."""
+    row = kpis[0] if kpis else {}
+    return {f"kpi_{name}": dg.MetadataValue.float(float(row[name])) for name in KPI_FIELDS if row.get(name) is not None}
+
+
 def backup_metadata(record: BackupRecord) -> dict[str, object]:
     counts = record.row_counts or {}
     return {

@@ -17,7 +17,7 @@ from backup_pipeline.core.dump import dump_database
 from backup_pipeline.core.errors import StorageError
 from backup_pipeline.core.history import COMPLETED
 from backup_pipeline.core.pgconn import PgConn
-from backup_pipeline.defs.backup.metadata import backup_metadata
+from backup_pipeline.defs.backup.metadata import backup_metadata, kpi_metadata
 from backup_pipeline.defs.failures import failing_as, user_message
 from backup_pipeline.resources import MIGRATION_EVENT_TAG, BackupSettings
 
@@ -116,7 +116,7 @@ def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings
         dg.AssetMaterialization(
             asset_key=["backups", staged.target.name],
             description=f"{staged.backup_type} backup {record.id}",
-            metadata=backup_metadata(record),
+            metadata={**backup_metadata(record), **kpi_metadata(history.kpis(staged.target.name))},
         )
     )
     shutil.rmtree(staged.dump.archive_path.parent, ignore_errors=True)
