@@ -59,28 +59,30 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 import psutil
-import psycopg
 
 from backup_pipeline.core.ephemeral import EphemeralPostgres
 from backup_pipeline.core.pgtools import PgTools, find_tools
 
-MB = 1024 * 1024
-DBNAME = "bench"
+# bench_common.py sits next to this file: importable however this script is started (any cwd, -m, -P).
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (  # noqa: E402 - needs the sys.path entry above
+    DBNAME, MB, MeasurementError, Row, attempt, clean_env, exit_status, fmt_ratio, fmt_seconds, log, machine_info,
+    mb, pg_env, pgbench_database, pgbench_info, print_table, ratio_of, run_checked, timed, verdict
+)
+
 TARGET = "bench"
 ACCESS_KEY_ID = "bench"
 SECRET_ACCESS_KEY = "bench-secret-key"
 REGION = "us-east-1"
 POLL_SECONDS = 0.05
-# Variables that would change what the job does if inherited from the caller's shell.
-_SCRUB_PREFIXES = ("PG", "AWS_", "R2_", "BACKUP_", "DAGSTER_")
-_SCRUB_NAMES = ("DATABASE_URL", "PROD_SUPABASE_DB_URL")
 
 TARGETS = {"c_over_a": 1.3, "b_over_c": 2.0, "peak_rss_mb": 200.0}
 
@@ -122,63 +124,7 @@ class Measurements:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-class MeasurementError(RuntimeError):
-    pass
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def clean_env() -> dict[str, str]:
-    """This process's environment without anything that configures PostgreSQL, S3 or the pipeline."""
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES) and k not in _SCRUB_NAMES
-    }
-
-
-def pg_env(server: EphemeralPostgres) -> dict[str, str]:
-    """libpq connection variables for the bench database (trust auth: no password anywhere)."""
-    return {**clean_env(), "PGHOST": "127.0.0.1", "PGPORT": str(server.port), "PGUSER": "postgres",
-            "PGDATABASE": DBNAME}
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
-
-
-def run_checked(args: list[str], what: str, **kwargs: Any) -> subprocess.CompletedProcess:
-    kwargs.setdefault("stdout", subprocess.PIPE)
-    result = subprocess.run(args, stderr=subprocess.PIPE, text=True, **kwargs)
-    if result.returncode != 0:
-        raise MeasurementError(f"{what} exited with {result.returncode}: {result.stderr.strip()[-1500:]}")
-    return result
-
-
-def mb(n: float | None) -> str:
-    return "-" if n is None else f"{n / MB:.1f} MB"
-
-
 # ---------------------------------------------------------------- setup
-
-
-def load_pgbench(server: EphemeralPostgres, scale: int) -> tuple[float, int]:
-    """Create the database, run the wheel's `pgbench -i`, VACUUM ANALYZE; returns (seconds, database size)."""
-    server.create_database(DBNAME)
-    pgbench = str(server.tools.bin_dir / "pgbench")
-    # Steps d(rop) t(ables) g(enerate) p(rimary keys); the vacuum step is our explicit VACUUM ANALYZE below.
-    load_s, _ = timed(lambda: run_checked([pgbench, "-i", "-q", "-I", "dtgp", "-s", str(scale)], "pgbench -i",
-                                          env=pg_env(server)))
-    with psycopg.connect(server.dsn(DBNAME), autocommit=True) as conn:
-        vacuum_s, _ = timed(lambda: conn.execute("VACUUM ANALYZE"))
-        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-    log(f"pgbench -i -s {scale}: {load_s:.1f} s, VACUUM ANALYZE {vacuum_s:.1f} s, database {mb(size)}")
-    return load_s + vacuum_s, size
 
 
 @contextlib.contextmanager
@@ -436,17 +382,6 @@ def _job_result(home: Path, returncode: int, stdout: str, stderr: str, wall: tup
 # ---------------------------------------------------------------- report
 
 
-Row = tuple[str, str, str, str]  # measurement, value, target, result
-
-
-def _seconds(value: float | None) -> str:
-    return "ERROR" if value is None else f"{value:.2f} s"
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 @dataclass
 class Summary:
     """Best-of-N timings and max-of-N memory over all runs."""
@@ -478,19 +413,16 @@ class Summary:
             other_peaks=others,
         )
 
-    def ratio(self, top: float | None, bottom: float | None) -> float | None:
-        return top / bottom if top and bottom else None
-
 
 def _timing_rows(args: argparse.Namespace, s: Summary) -> list[Row]:
     level = args.compression_level if args.compression_level is not None else "default"
     rows: list[Row] = [
-        ("(a) pg_dump -Fc -Z0 > /dev/null", _seconds(s.bare), "", ""),
-        ("(b) seeds: pg_dump | gzip -6, boto3 upload", _seconds(s.seeds and s.seeds.seconds), "", ""),
+        ("(a) pg_dump -Fc -Z0 > /dev/null", fmt_seconds(s.bare), "", ""),
+        ("(b) seeds: pg_dump | gzip -6, boto3 upload", fmt_seconds(s.seeds and s.seeds.seconds), "", ""),
     ]
     if s.seeds:
         rows.append(("      dump+gzip / upload", f"{s.seeds.dump_seconds:.2f} / {s.seeds.upload_seconds:.2f} s", "", ""))
-    rows.append((f"(c) backup job ({args.codec}, level {level}), wall", _seconds(s.job and s.job.seconds), "", ""))
+    rows.append((f"(c) backup job ({args.codec}, level {level}), wall", fmt_seconds(s.job and s.job.seconds), "", ""))
     job = s.job
     if job:
         rows.append(("      status / verification", f"{job.status} / {job.verification}", "", ""))
@@ -514,18 +446,18 @@ def _size_rows(args: argparse.Namespace, s: Summary) -> list[Row]:
 
 def _target_rows(s: Summary) -> tuple[list[Row], bool]:
     """Ratio and memory rows with PASS/FAIL; also whether no target FAILed."""
-    c_over_a = s.ratio(s.job and s.job.seconds, s.bare)
-    b_over_c = s.ratio(s.seeds and s.seeds.seconds, s.job and s.job.seconds)
+    c_over_a = ratio_of(s.job and s.job.seconds, s.bare)
+    b_over_c = ratio_of(s.seeds and s.seeds.seconds, s.job and s.job.seconds)
     checks = [
         None if c_over_a is None else c_over_a <= TARGETS["c_over_a"],
         None if b_over_c is None else b_over_c >= TARGETS["b_over_c"],
         None if s.tree_peak is None else s.tree_peak / MB < TARGETS["peak_rss_mb"],
     ]
     rows: list[Row] = [
-        ("(c)/(a) time", _ratio(c_over_a), f"<= {TARGETS['c_over_a']}", verdict(checks[0])),
-        ("(b)/(c) time", _ratio(b_over_c), f">= {TARGETS['b_over_c']}", verdict(checks[1])),
-        ("(c)/(a), (c) in-run only (info)", _ratio(s.ratio(s.job_in_run, s.bare)), "", ""),
-        ("(b)/(c), (c) in-run only (info)", _ratio(s.ratio(s.seeds and s.seeds.seconds, s.job_in_run)), "", ""),
+        ("(c)/(a) time", fmt_ratio(c_over_a), f"<= {TARGETS['c_over_a']}", verdict(checks[0])),
+        ("(b)/(c) time", fmt_ratio(b_over_c), f">= {TARGETS['b_over_c']}", verdict(checks[1])),
+        ("(c)/(a), (c) in-run only (info)", fmt_ratio(ratio_of(s.job_in_run, s.bare)), "", ""),
+        ("(b)/(c), (c) in-run only (info)", fmt_ratio(ratio_of(s.seeds and s.seeds.seconds, s.job_in_run)), "", ""),
         ("(c) peak RSS, python + children (sum)", mb(s.tree_peak), f"< {TARGETS['peak_rss_mb']:.0f} MB",
          verdict(checks[2])),
         ("      python process peak", mb(s.python_peak), "", ""),
@@ -535,24 +467,11 @@ def _target_rows(s: Summary) -> tuple[list[Row], bool]:
     return rows, all(ok is not False for ok in checks)
 
 
-def verdict(ok: bool | None) -> str:
-    return "-" if ok is None else ("PASS" if ok else "FAIL")
-
-
 def report(args: argparse.Namespace, info: dict[str, str], m: Measurements) -> bool:
     """Print the result table; returns True when no target FAILed."""
     summary = Summary.of(m)
     target_rows, passed = _target_rows(summary)
-    rows = _timing_rows(args, summary) + _size_rows(args, summary) + target_rows
-    print()
-    for key, value in info.items():
-        print(f"{key:>14}: {value}")
-    print()
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measurement':<{width}}  {'value':>22}  {'target':>10}  result")
-    print("-" * (width + 46))
-    for name, value, target, result in rows:
-        print(f"{name:<{width}}  {value:>22}  {target:>10}  {result}")
+    print_table(info, _timing_rows(args, summary) + _size_rows(args, summary) + target_rows)
     for what, error in m.errors.items():
         print(f"\nERROR in {what}: {error}")
     print("\nPeak RSS should not grow with --scale: compare a --scale 10 run with a --scale 50 run.")
@@ -579,18 +498,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def attempt(m: Measurements, what: str, keep_going: bool, fn: Callable[[], Any]) -> Any:
-    """Run one measurement; with --keep-going a failure is recorded and None returned."""
-    try:
-        return fn()
-    except Exception as exc:  # noqa: BLE001 - reported in the table
-        if not keep_going:
-            raise
-        m.errors.setdefault(what, f"{type(exc).__name__}: {exc}")
-        log(f"{what} failed: {exc}")
-        return None
-
-
 def measure(args: argparse.Namespace, server: EphemeralPostgres, endpoint: str, work: Path,
             m: Measurements) -> PgTools:
     tools = find_tools(server.major)
@@ -601,14 +508,16 @@ def measure(args: argparse.Namespace, server: EphemeralPostgres, endpoint: str, 
     client.create_bucket(Bucket=bucket)
     for run in range(1, args.runs + 1):
         tag = f"run {run}/{args.runs}"
-        if (s := attempt(m, "(a) bare pg_dump", args.keep_going, lambda: time_bare_dump(pg_dump, env))) is not None:
+        s = attempt(m.errors, "(a) bare pg_dump", args.keep_going, lambda: time_bare_dump(pg_dump, env))
+        if s is not None:
             m.bare.append(s)
             log(f"{tag} (a) bare pg_dump: {s:.2f} s")
-        seeds = attempt(m, "(b) seeds", args.keep_going, lambda: time_seeds_way(pg_dump, env, work, client, bucket))
+        seeds = attempt(m.errors, "(b) seeds", args.keep_going,
+                        lambda: time_seeds_way(pg_dump, env, work, client, bucket))
         if seeds is not None:
             m.seeds.append(seeds)
             log(f"{tag} (b) seeds: {seeds.seconds:.2f} s ({mb(seeds.size)})")
-        job = attempt(m, "(c) backup job", args.keep_going,
+        job = attempt(m.errors, "(c) backup job", args.keep_going,
                       lambda: run_job(server, endpoint, bucket, work, args.codec, args.compression_level))
         if job is not None:
             m.job.append(job)
@@ -620,12 +529,7 @@ def measure(args: argparse.Namespace, server: EphemeralPostgres, endpoint: str, 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     m = Measurements()
-    work = Path(tempfile.mkdtemp(prefix="backup-bench-"))
-    server = EphemeralPostgres(args.pg_major)
-    try:
-        log(f"starting PostgreSQL {server.version} ({server.tools.origin})")
-        server.start()
-        load_s, db_size = load_pgbench(server, args.scale)
+    with pgbench_database(args.pg_major, args.scale, "backup-bench-") as (server, work, load_s, db_size):
         load_before = os.getloadavg()[0]
         with moto_server() as endpoint:
             log(f"moto S3 at {endpoint}")
@@ -634,18 +538,12 @@ def main(argv: list[str] | None = None) -> int:
         info = {
             "server": f"PostgreSQL {server.version} on 127.0.0.1:{server.port}",
             "pg_dump": f"{tools.version} ({tools.origin}) {tools.bin_dir}",
-            "pgbench scale": f"{args.scale}: load + VACUUM ANALYZE {load_s:.1f} s, database {mb(db_size)}",
+            "pgbench scale": pgbench_info(args.scale, load_s, db_size),
             "runs": f"{args.runs} (best of each timing; peak RSS is the max over runs)",
-            "machine": f"{os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
-                       f"1-min load {load_before:.2f} before / {load_after:.2f} after (other work skews timings)",
+            "machine": machine_info(load_before, load_after),
         }
         passed = report(args, info, m)
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    if m.errors:
-        return 2
-    return 1 if args.strict and not passed else 0
+    return exit_status(m.errors, args.strict, passed)
 
 
 if __name__ == "__main__":

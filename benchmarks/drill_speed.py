@@ -58,7 +58,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -69,7 +68,6 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import psutil
 import psycopg
 import zstandard
 
@@ -83,14 +81,17 @@ from backup_pipeline.core.ephemeral import EphemeralPostgres
 from backup_pipeline.core.pgtools import PgTools, find_tools
 from backup_pipeline.core.storage import Storage, open_storage
 
-MB = 1024 * 1024
-DBNAME = "bench"
+# bench_common.py sits next to this file: importable however this script is started (any cwd, -m, -P).
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (  # noqa: E402 - needs the sys.path entry above
+    DBNAME, MB, MeasurementError, Row, attempt, clean_env, exit_status, fmt_ratio, fmt_seconds, log, machine_info,
+    mb, pgbench_database, pgbench_info, print_table, ratio_of, run_checked, timed, verdict
+)
+
 TARGET = "bench"
 RESTORE_DB = "restored"
 COMPRESSION_LEVEL = 3  # the product default
-# Variables that would change what pg tools do if inherited from the caller's shell.
-_SCRUB_PREFIXES = ("PG", "AWS_", "R2_", "BACKUP_", "DAGSTER_")
-_SCRUB_NAMES = ("DATABASE_URL", "PROD_SUPABASE_DB_URL")
 
 TARGETS = {"drill_over_bare": 1.2}
 
@@ -143,63 +144,7 @@ class Measurements:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-class MeasurementError(RuntimeError):
-    pass
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def clean_env() -> dict[str, str]:
-    """This process's environment without anything that configures PostgreSQL, S3 or the pipeline."""
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES) and k not in _SCRUB_NAMES
-    }
-
-
-def pg_env(server: EphemeralPostgres) -> dict[str, str]:
-    """libpq connection variables for the bench database (trust auth: no password anywhere)."""
-    return {**clean_env(), "PGHOST": "127.0.0.1", "PGPORT": str(server.port), "PGUSER": "postgres",
-            "PGDATABASE": DBNAME}
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
-
-
-def run_checked(args: list[str], what: str, **kwargs: Any) -> subprocess.CompletedProcess:
-    kwargs.setdefault("stdout", subprocess.PIPE)
-    result = subprocess.run(args, stderr=subprocess.PIPE, text=True, **kwargs)
-    if result.returncode != 0:
-        raise MeasurementError(f"{what} exited with {result.returncode}: {result.stderr.strip()[-1500:]}")
-    return result
-
-
-def mb(n: float | None) -> str:
-    return "-" if n is None else f"{n / MB:.1f} MB"
-
-
 # ---------------------------------------------------------------- setup
-
-
-def load_pgbench(server: EphemeralPostgres, scale: int) -> tuple[float, int]:
-    """Create the database, run the wheel's `pgbench -i`, VACUUM ANALYZE; returns (seconds, database size)."""
-    server.create_database(DBNAME)
-    pgbench = str(server.tools.bin_dir / "pgbench")
-    # Steps d(rop) t(ables) g(enerate) p(rimary keys); the vacuum step is our explicit VACUUM ANALYZE below.
-    load_s, _ = timed(lambda: run_checked([pgbench, "-i", "-q", "-I", "dtgp", "-s", str(scale)], "pgbench -i",
-                                          env=pg_env(server)))
-    with psycopg.connect(server.dsn(DBNAME), autocommit=True) as conn:
-        vacuum_s, _ = timed(lambda: conn.execute("VACUUM ANALYZE"))
-        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-    log(f"pgbench -i -s {scale}: {load_s:.1f} s, VACUUM ANALYZE {vacuum_s:.1f} s, database {mb(size)}")
-    return load_s + vacuum_s, size
 
 
 def make_backup(server: EphemeralPostgres, work: Path) -> Backup:
@@ -395,21 +340,6 @@ def run_drill(backup: Backup, work: Path, jobs: int) -> DrillRun:
 # ---------------------------------------------------------------- report
 
 
-Row = tuple[str, str, str, str]  # measurement, value, target, result
-
-
-def _seconds(value: float | None) -> str:
-    return "ERROR" if value is None else f"{value:.2f} s"
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def verdict(ok: bool | None) -> str:
-    return "-" if ok is None else ("PASS" if ok else "FAIL")
-
-
 @dataclass
 class Summary:
     """Best-of-N timings over all runs."""
@@ -438,29 +368,26 @@ class Summary:
             median_drill_restore=_median(restores),
         )
 
-    @staticmethod
-    def ratio(top: float | None, bottom: float | None) -> float | None:
-        return top / bottom if top and bottom else None
-
 
 def _main_rows(args: argparse.Namespace, s: Summary) -> tuple[list[Row], bool]:
     bare, drill = s.bare, s.drill
     rows: list[Row] = [
-        ("(a) bare: decompress to plain .dump", _seconds(bare and bare.decompress), "", ""),
-        (f"(a) bare: pg_restore --jobs={args.jobs}", _seconds(s.bare_restore), "", ""),
-        ("(a) bare total (decompress+start+createdb+restore+stop+rm)", _seconds(bare and bare.total), "", ""),
-        ("(b) drill_backup() wall", _seconds(drill and drill.wall), "", ""),
-        ("(b) drill restore_seconds (its pg_restore)", _seconds(s.drill_restore), "", ""),
+        ("(a) bare: decompress to plain .dump", fmt_seconds(bare and bare.decompress), "", ""),
+        (f"(a) bare: pg_restore --jobs={args.jobs}", fmt_seconds(s.bare_restore), "", ""),
+        ("(a) bare total (decompress+start+createdb+restore+stop+rm)", fmt_seconds(bare and bare.total), "", ""),
+        ("(b) drill_backup() wall", fmt_seconds(drill and drill.wall), "", ""),
+        ("(b) drill restore_seconds (its pg_restore)", fmt_seconds(s.drill_restore), "", ""),
     ]
     if drill:
         rows.append(("      drill passed / server", f"{drill.result.passed} / {drill.result.server_version}", "", ""))
         rows.append(("      restored database size", mb(drill.result.restored_bytes), "", ""))
-    ratio = s.ratio(drill and drill.wall, bare and bare.total)
+    ratio = ratio_of(drill and drill.wall, bare and bare.total)
     ok = None if ratio is None else ratio <= TARGETS["drill_over_bare"]
     rows += [
-        ("drill wall / bare total", _ratio(ratio), f"<= {TARGETS['drill_over_bare']}", verdict(ok)),
-        ("drill restore_seconds / bare pg_restore (info)", _ratio(s.ratio(s.drill_restore, s.bare_restore)), "", ""),
-        ("drill wall - bare total", _seconds(drill.wall - bare.total) if drill and bare else "-", "", ""),
+        ("drill wall / bare total", fmt_ratio(ratio), f"<= {TARGETS['drill_over_bare']}", verdict(ok)),
+        ("drill restore_seconds / bare pg_restore (info)",
+         fmt_ratio(ratio_of(s.drill_restore, s.bare_restore)), "", ""),
+        ("drill wall - bare total", fmt_seconds(drill.wall - bare.total) if drill and bare else "-", "", ""),
     ]
     if args.runs > 1:
         rows += [
@@ -469,9 +396,9 @@ def _main_rows(args: argparse.Namespace, s: Summary) -> tuple[list[Row], bool]:
             ("median of runs: bare / drill pg_restore",
              f"{_cell(s.median_bare_restore)} / {_cell(s.median_drill_restore)} s", "", ""),
             ("median drill wall / median bare total (info)",
-             _ratio(s.ratio(s.median_drill_wall, s.median_bare_total)), "", ""),
+             fmt_ratio(ratio_of(s.median_drill_wall, s.median_bare_total)), "", ""),
             ("median drill / median bare pg_restore (info)",
-             _ratio(s.ratio(s.median_drill_restore, s.median_bare_restore)), "", ""),
+             fmt_ratio(ratio_of(s.median_drill_restore, s.median_bare_restore)), "", ""),
         ]
     return rows, ok is not False
 
@@ -550,15 +477,7 @@ def report(args: argparse.Namespace, info: dict[str, str], m: Measurements) -> b
     """Print the result table and the breakdown; returns True when no target FAILed."""
     summary = Summary.of(m)
     rows, passed = _main_rows(args, summary)
-    print()
-    for key, value in info.items():
-        print(f"{key:>14}: {value}")
-    print()
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measurement':<{width}}  {'value':>22}  {'target':>10}  result")
-    print("-" * (width + 46))
-    for name, value, target, result in rows:
-        print(f"{name:<{width}}  {value:>22}  {target:>10}  {result}")
+    print_table(info, rows)
     print_breakdown(args, summary)
     if summary.drill:
         print(f"\ndrill reason: {summary.drill.result.reason}")
@@ -590,24 +509,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def attempt(m: Measurements, what: str, keep_going: bool, fn: Callable[[], Any]) -> Any:
-    """Run one measurement; with --keep-going a failure is recorded and None returned."""
-    try:
-        return fn()
-    except Exception as exc:  # noqa: BLE001 - reported in the table
-        if not keep_going:
-            raise
-        m.errors.setdefault(what, f"{type(exc).__name__}: {exc}")
-        log(f"{what} failed: {exc}")
-        return None
-
-
 def measure(args: argparse.Namespace, backup: Backup, tools: PgTools, work: Path,
             decompress: Callable[[Path, Path], None], m: Measurements) -> None:
     pg_restore = tools.path("pg_restore")
 
     def bare(tag: str) -> None:
-        b = attempt(m, "(a) bare restore", args.keep_going,
+        b = attempt(m.errors, "(a) bare restore", args.keep_going,
                     lambda: run_bare(backup, pg_restore, work, args.jobs, args.scale, decompress))
         if b is not None:
             m.bare.append(b)
@@ -615,7 +522,7 @@ def measure(args: argparse.Namespace, backup: Backup, tools: PgTools, work: Path
                 f"pg_restore {b.restore:.2f}, stop {b.stop:.2f})")
 
     def drill(tag: str) -> None:
-        d = attempt(m, "(b) drill", args.keep_going, lambda: run_drill(backup, work, args.jobs))
+        d = attempt(m.errors, "(b) drill", args.keep_going, lambda: run_drill(backup, work, args.jobs))
         if d is not None:
             m.drill.append(d)
             log(f"{tag} (b) drill: wall {d.wall:.2f} s, restore_seconds {d.restore:.2f} s, passed {d.result.passed}")
@@ -630,13 +537,8 @@ def measure(args: argparse.Namespace, backup: Backup, tools: PgTools, work: Path
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     m = Measurements()
-    work = Path(tempfile.mkdtemp(prefix="drill-bench-"))
-    server = EphemeralPostgres(args.pg_major)
-    try:
-        decompressor, decompress = pick_decompressor(args.decompressor)
-        log(f"starting PostgreSQL {server.version} ({server.tools.origin})")
-        server.start()
-        load_s, db_size = load_pgbench(server, args.scale)
+    decompressor, decompress = pick_decompressor(args.decompressor)
+    with pgbench_database(args.pg_major, args.scale, "drill-bench-") as (server, work, load_s, db_size):
         backup = make_backup(server, work)
         server.stop()  # not needed any more; its memory and checkpoints would only add noise
         tools = find_tools(backup.server_major)
@@ -646,21 +548,15 @@ def main(argv: list[str] | None = None) -> int:
         info = {
             "server": f"PostgreSQL {server.version} ({server.tools.origin}), 127.0.0.1",
             "pg_restore": f"{tools.version} ({tools.origin}) {tools.bin_dir}",
-            "pgbench scale": f"{args.scale}: load + VACUUM ANALYZE {load_s:.1f} s, database {mb(db_size)}",
+            "pgbench scale": pgbench_info(args.scale, load_s, db_size),
             "backup": f"dump_database {backup.dump_seconds:.1f} s, zstd level {COMPRESSION_LEVEL} archive "
                       f"{mb(backup.archive_size)}, plain .dump {mb(backup.raw_size)}",
             "bare unzstd": decompressor,
             "runs": f"{args.runs}, interleaved, order alternating (best of each timing), --jobs={args.jobs}",
-            "machine": f"{os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
-                       f"1-min load {load_before:.2f} before / {load_after:.2f} after (other work skews timings)",
+            "machine": machine_info(load_before, load_after),
         }
         passed = report(args, info, m)
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    if m.errors:
-        return 2
-    return 1 if args.strict and not passed else 0
+    return exit_status(m.errors, args.strict, passed)
 
 
 if __name__ == "__main__":
