@@ -266,20 +266,19 @@ class TreeSampler(threading.Thread):
         self.join()
 
 
-def write_job_config(home: Path, bucket_url: str, codec: str, level: int | None) -> dict[str, str]:
-    """DAGSTER_HOME with telemetry off, and (only when the codec or level differ from the defaults) a targets file."""
+def write_job_config(home: Path, bucket_url: str, codec: str, level: int | None, drill: bool) -> dict[str, str]:
+    """DAGSTER_HOME with telemetry off, and a targets file with the codec, level and drill setting."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {"DAGSTER_HOME": str(home), "BACKUP_HISTORY_URL": f"sqlite:///{home / 'h.sqlite'}",
            "BACKUP_TARGET": TARGET}
-    if codec != "zstd" or level is not None:
-        targets = home / "backup_targets.yaml"
-        lines = [f"storage: {bucket_url}", "targets:", f"  {TARGET}:", "    dsn_env: DATABASE_URL",
-                 f"    compression: {codec}"]
-        if level is not None:
-            lines.append(f"    compression_level: {level}")
-        targets.write_text("\n".join(lines) + "\n")
-        env["BACKUP_TARGETS_FILE"] = str(targets)
+    targets = home / "backup_targets.yaml"
+    lines = [f"storage: {bucket_url}", "targets:", f"  {TARGET}:", "    dsn_env: DATABASE_URL",
+             f"    compression: {codec}", f"    drill: {'true' if drill else 'false'}"]
+    if level is not None:
+        lines.append(f"    compression_level: {level}")
+    targets.write_text("\n".join(lines) + "\n")
+    env["BACKUP_TARGETS_FILE"] = str(targets)
     return env
 
 
@@ -311,13 +310,13 @@ def step_timings(home: Path, run_id: str) -> tuple[dict[str, float], tuple[float
 
 
 def run_job(server: EphemeralPostgres, endpoint: str, bucket: str, work: Path,
-            codec: str, level: int | None) -> JobResult:
+            codec: str, level: int | None, drill: bool = False) -> JobResult:
     """The backup job via the CLI in a subprocess, its process tree sampled for RSS."""
     home = Path(tempfile.mkdtemp(prefix="dagster-home-", dir=work))
     bucket_url = f"s3://{bucket}/{TARGET}"
     env = {
         **clean_env(),
-        **write_job_config(home, bucket_url, codec, level),
+        **write_job_config(home, bucket_url, codec, level, drill),
         "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{server.port}/{DBNAME}",
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
@@ -488,6 +487,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compression-level", type=int, default=None,
                         help="the job's compression level (default: the product default, zstd 3)")
     parser.add_argument("--codec", choices=("zstd", "gzip", "none"), default="zstd", help="the job's codec")
+    parser.add_argument("--drill", action="store_true",
+                        help="include the restore drill in (c) (off: dump, upload, checksum verify; "
+                             "drill_speed.py measures the drill)")
     parser.add_argument("--pg-major", type=int, default=None, help="server major (default: newest available)")
     parser.add_argument("--keep-going", action="store_true",
                         help="after a failed measurement, go on with the others instead of stopping")
@@ -518,7 +520,7 @@ def measure(args: argparse.Namespace, server: EphemeralPostgres, endpoint: str, 
             m.seeds.append(seeds)
             log(f"{tag} (b) seeds: {seeds.seconds:.2f} s ({mb(seeds.size)})")
         job = attempt(m.errors, "(c) backup job", args.keep_going,
-                      lambda: run_job(server, endpoint, bucket, work, args.codec, args.compression_level))
+                      lambda: run_job(server, endpoint, bucket, work, args.codec, args.compression_level, args.drill))
         if job is not None:
             m.job.append(job)
             log(f"{tag} (c) job: {job.seconds:.2f} s ({mb(job.size)}), peak RSS {mb(job.tree_peak)}")
