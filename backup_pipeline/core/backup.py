@@ -84,25 +84,41 @@ def read_manifest(storage: Storage, manifest_key: str) -> dict:
     return parse_manifest(storage.get_bytes(manifest_key), storage.uri(manifest_key))
 
 
+def check_digest(uri: str, digest: str, size: int, expected: dict) -> None:
+    """Raise VerifyError unless (digest, size) is what the manifest recorded for the object at uri."""
+    if (digest, size) != (expected["sha256"], expected["size_bytes"]):
+        raise VerifyError(
+            f"{uri} does not match its manifest: sha256 {digest[:16]}…, {size} bytes; expected "
+            f"{expected['sha256'][:16]}…, {expected['size_bytes']} bytes: it is corrupt or was replaced; "
+            "do not restore it, take a new backup"
+        )
+
+
 def verify_checksum(storage: Storage, manifest: dict) -> tuple[str, int]:
     """Stream the stored archive and compare its sha256 and size with the manifest."""
     expected = manifest["archive"]
-    key = expected["key"]
-    with storage.open_read(key) as stream:
+    with storage.open_read(expected["key"]) as stream:
         digest, size = sha256_of(stream)
-    if size != expected["size_bytes"] or digest != expected["sha256"]:
-        raise VerifyError(
-            f"{storage.uri(key)} does not match its manifest: sha256 {digest[:16]}… size {size} "
-            f"vs expected {expected['sha256'][:16]}… size {expected['size_bytes']}: the stored archive is "
-            "corrupt or was replaced; do not restore it, take a new backup"
-        )
+    check_digest(storage.uri(expected["key"]), digest, size, expected)
     globals_meta = manifest.get("globals")
     if globals_meta:
         with storage.open_read(globals_meta["key"]) as stream:
-            g_digest, _ = sha256_of(stream)
-        if g_digest != globals_meta["sha256"]:
-            raise VerifyError(f"{storage.uri(globals_meta['key'])} does not match its manifest sha256")
+            g_digest, g_size = sha256_of(stream)
+        check_digest(storage.uri(globals_meta["key"]), g_digest, g_size, {"size_bytes": g_size, **globals_meta})
     return digest, size
+
+
+def download_verified(storage: Storage, manifest: dict, local: Path) -> None:
+    """Download the archive to local and check it against the manifest before anyone reads it."""
+    key = manifest["archive"]["key"]
+    storage.download_file(key, local)
+    with open(local, "rb") as f:
+        digest, size = sha256_of(f)
+    try:
+        check_digest(storage.uri(key), digest, size, manifest["archive"])
+    except VerifyError:
+        local.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)

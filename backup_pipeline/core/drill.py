@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psycopg
 
-from .archive import decompress_stream, sha256_of
-from .backup import read_manifest
+from .archive import decompress_stream
+from .backup import download_verified, read_manifest
 from .dump import server_version, tools_for
 from .ephemeral import EphemeralPostgres
 from .errors import BackupPipelineError
@@ -131,17 +131,8 @@ def drill_backup(
     with tempfile.TemporaryDirectory(dir=stage_dir, prefix="drill-") as work:
         archive = Path(work) / "archive"
         plain = Path(work) / "plain.dump"
-        storage.download_file(manifest["archive"]["key"], archive)
-        with open(archive, "rb") as f:
-            digest, size = sha256_of(f)
-        if (digest, size) != (manifest["archive"]["sha256"], manifest["archive"]["size_bytes"]):
-            result.reasons.append(
-                f"archive {storage.uri(manifest['archive']['key'])} does not match its manifest "
-                f"(sha256 {digest[:12]}…, {size} bytes; expected {manifest['archive']['sha256'][:12]}…, "
-                f"{manifest['archive']['size_bytes']} bytes): it is corrupt or was replaced"
-            )
-            return result
         try:
+            download_verified(storage, manifest, archive)
             with open(archive, "rb") as src, open(plain, "wb") as dst:
                 decompress_stream(src, dst, manifest["compression"]["codec"])
         except BackupPipelineError as exc:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,15 +74,6 @@ class DumpResult:
     @property
     def duration_seconds(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, Path):
-                out[key] = str(value)
-            elif isinstance(value, datetime):
-                out[key] = value.isoformat()
-        return out
 
 
 def server_version(pg: psycopg.Connection) -> str:

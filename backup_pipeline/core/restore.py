@@ -18,10 +18,10 @@ from typing import BinaryIO
 import psycopg
 from psycopg import sql
 
-from .archive import decompress_stream, sha256_of
-from .backup import read_manifest
+from .archive import decompress_stream
+from .backup import download_verified, read_manifest
 from .dump import count_rows, server_version, tools_for
-from .errors import RestoreError, VerifyError
+from .errors import RestoreError
 from .locks import lock_database
 from .pgconn import PgConn
 from .redact import redact_text
@@ -269,6 +269,14 @@ class RestoredBackup:
     row_counts: dict[str, int]
     mismatches: dict[str, tuple[int | None, int | None]]
 
+    def check_counts(self, where: str) -> None:
+        """Raise RestoreError naming the tables whose restored row counts differ from the manifest."""
+        if self.mismatches:
+            raise RestoreError(
+                f"restored row counts differ from the manifest in {where}: "
+                + ", ".join(f"{t}: expected {e}, got {a}" for t, (e, a) in list(self.mismatches.items())[:10])
+            )
+
 
 def compare_counts(expected: dict[str, int], actual: dict[str, int]) -> dict[str, tuple[int | None, int | None]]:
     names = set(expected) | set(actual)
@@ -290,14 +298,7 @@ def restore_from_storage(
     stage_dir.mkdir(parents=True, exist_ok=True)
     local = stage_dir / Path(manifest["archive"]["key"]).name
     try:
-        storage.download_file(manifest["archive"]["key"], local)
-        with open(local, "rb") as f:
-            digest, size = sha256_of(f)
-        if digest != manifest["archive"]["sha256"] or size != manifest["archive"]["size_bytes"]:
-            raise VerifyError(
-                f"{storage.uri(manifest['archive']['key'])} does not match its manifest (sha256/size differ): "
-                "the archive is corrupt; restore another backup"
-            )
+        download_verified(storage, manifest, local)
         globals_sql = None
         if manifest.get("globals"):
             globals_sql = storage.get_bytes(manifest["globals"]["key"]).decode()

@@ -117,11 +117,7 @@ def restore_backup(context: dg.OpExecutionContext, plan: RestorePlan, backup_set
             stage_dir=backup_settings.stage_dir(settings, context.run_id), pg_bin_dir=plan.pg_bin_dir,
             jobs=plan.jobs, replace=plan.has_data,
         )
-        if restored.mismatches:
-            raise RestoreError(
-                f"restored row counts differ from the manifest in {destination.where}: "
-                + ", ".join(f"{t}: expected {e}, got {a}" for t, (e, a) in list(restored.mismatches.items())[:10])
-            )
+        restored.check_counts(destination.where)
     for warning in restored.result.warnings:
         context.log.warning(warning)
     context.add_output_metadata({

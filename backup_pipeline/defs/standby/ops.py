@@ -22,11 +22,7 @@ def sync_standby(context: dg.OpExecutionContext, staged: StagedBackup, backup_se
             storage, staged.names.manifest, standby, stage_dir=backup_settings.stage_dir(settings, context.run_id),
             pg_bin_dir=staged.target.pg_bin_dir, replace=True,
         )
-        if restored.mismatches:
-            raise RuntimeError(
-                "row counts differ after restore: "
-                + ", ".join(f"{t}: expected {e}, got {a}" for t, (e, a) in list(restored.mismatches.items())[:10])
-            )
+        restored.check_counts(PgConn.parse(standby).where)
     except Exception as exc:  # noqa: BLE001 - recorded, then the step fails
         message = user_message(exc)
         history.record_standby(staged.backup_id, ok=False, detail=message)
