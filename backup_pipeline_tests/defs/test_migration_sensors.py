@@ -1,8 +1,6 @@
 """Migration-triggered backups: events, the gate command, and the migrations-table watcher."""
 
 import json
-import threading
-import time
 
 import dagster as dg
 import psycopg
@@ -61,35 +59,19 @@ def test_events_recorded_while_the_daemon_was_down_are_all_picked_up_once(config
         assert [r.run_key for r in requests] == [late]
 
 
-def _gate_in_thread(args: list[str]) -> dict:
-    outcome: dict = {}
-
-    def run() -> None:
-        outcome["code"] = main(["migration-event", *args])
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    outcome["thread"] = thread
-    return outcome
-
-
 def _daemon_tick(instance) -> list[dg.ExecuteInProcessResult]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        requests, _, _ = evaluate(pre_migration_backup_sensor, instance)
-        if requests:
-            return [launch(r, instance) for r in requests]
-        time.sleep(0.2)
-    raise AssertionError("the gate never recorded its event")
+    requests, _, _ = evaluate(pre_migration_backup_sensor, instance)
+    return [launch(r, instance) for r in requests]
 
 
 def test_gate_passes_once_the_pre_migration_backup_is_verified(configure, backup_env, source_dsn, capsys):
+    """The deploy script's sequence: record the event, the daemon backs up, the gate (same command) lets it through."""
     configure({"shop": {"dsn_env": "SHOP_URL"}}, {"SHOP_URL": source_dsn})
-    gate = _gate_in_thread(["--target", "shop", "--migration", "v42", "--wait", "--timeout", "2m"])
+    record(capsys, "--target", "shop", "--migration", "v42")
     with dg.DagsterInstance.get() as instance:
         [run] = _daemon_tick(instance)
-    gate["thread"].join(60)
-    assert run.success and gate["code"] == 0
+    assert run.success
+    assert main(["migration-event", "--target", "shop", "--migration", "v42", "--wait", "--timeout", "2m"]) == 0
     assert "is verified" in capsys.readouterr().out
     [row] = backup_env.history().list(target="shop")
     assert (row.type, row.status, row.verification_status) == ("pre-migration", "completed", "verified")
@@ -97,11 +79,11 @@ def test_gate_passes_once_the_pre_migration_backup_is_verified(configure, backup
 
 def test_gate_fails_when_the_backup_fails(configure, source_dsn, capsys):
     configure({"shop": {"dsn_env": "SHOP_URL"}}, {"SHOP_URL": source_dsn.replace("password=", "password=wrong")})
-    gate = _gate_in_thread(["--target", "shop", "--migration", "v43", "--wait", "--timeout", "2m"])
+    record(capsys, "--target", "shop", "--migration", "v43")
     with dg.DagsterInstance.get() as instance:
         [run] = _daemon_tick(instance)
-    gate["thread"].join(60)
-    assert not run.success and gate["code"] == 1
+    assert not run.success
+    assert main(["migration-event", "--target", "shop", "--migration", "v43", "--wait", "--timeout", "2m"]) == 1
     assert "password authentication failed" in capsys.readouterr().err
 
 
