@@ -81,6 +81,7 @@ class Target:
     keep_weekly: int | None = None  # …N ISO weeks…
     keep_monthly: int | None = None  # …and N months are kept past retention_until
     delete_expired_objects: bool = True  # False: expired backups are only marked, their objects stay
+    min_good_backups: int = 3  # retention never leaves fewer good (verified) backups than this
 
     def dsn(self, env: Mapping[str, str] | None = None) -> str:
         return _env_dsn(self.name, self.dsn_env, env)
@@ -156,7 +157,8 @@ def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Targ
         raise ConfigError(f"{path}: target {name!r} must be a mapping with at least dsn_env")
     allowed = {"dsn_env", "storage", "pg_bin_dir", "compression", "compression_level", "retention_days", "schedule",
                "drill", "drill_pg_major", "assertions", "restore_destination", "protected", "standby_dsn_env",
-               "migrations_table", "keep_daily", "keep_weekly", "keep_monthly", "delete_expired_objects"}
+               "migrations_table", "keep_daily", "keep_weekly", "keep_monthly", "delete_expired_objects",
+               "min_good_backups"}
     if unknown := set(raw) - allowed:
         raise ConfigError(f"{path}: target {name!r} has unknown setting(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
     if "dsn" in raw:
@@ -198,7 +200,15 @@ def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Targ
         keep_weekly=_count_setting(merged, "keep_weekly", path, name),
         keep_monthly=_count_setting(merged, "keep_monthly", path, name),
         delete_expired_objects=bool(merged.get("delete_expired_objects", True)),
+        min_good_backups=_min_good_backups(merged, path, name),
     )
+
+
+def _min_good_backups(merged: dict, path: str, name: str) -> int:
+    value = merged.get("min_good_backups", 3)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{path}: target {name!r}: min_good_backups must be a whole number, at least 1")
+    return value
 
 
 def _count_setting(merged: dict, key: str, path: str, name: str) -> int | None:

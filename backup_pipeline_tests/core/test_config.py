@@ -80,3 +80,13 @@ def test_unsafe_target_names(name):
 @pytest.mark.parametrize("name", ["prod", "revo-erp", "db_2", "A1"])
 def test_safe_target_names(name):
     assert check_target_name(name) == name
+
+
+def test_min_good_backups_defaults_to_three_and_must_be_at_least_one(tmp_path: Path):
+    path = tmp_path / "t.yaml"
+    path.write_text("storage: s3://b/p\ntargets: {prod: {dsn_env: X}, dev: {dsn_env: Y, min_good_backups: 1}}\n")
+    settings = load_settings({}, targets_file=str(path))
+    assert settings.target("prod").min_good_backups == 3 and settings.target("dev").min_good_backups == 1
+    path.write_text("storage: s3://b/p\ntargets: {prod: {dsn_env: X, min_good_backups: 0}}\n")
+    with pytest.raises(ConfigError, match="min_good_backups"):
+        load_settings({}, targets_file=str(path))
