@@ -1,8 +1,9 @@
 """Fixtures giving each test an empty, real backup-history database.
 
-PostgreSQL tests get a database of their own on the machine's PostgreSQL 15
-server (BACKUP_PIPELINE_TEST_PG15_DSN), created and force-dropped per test,
-so tests never see each other's rows and can run in any order.
+PostgreSQL tests get a database of their own, created and force-dropped per
+test, so tests never see each other's rows and can run in any order: on the
+machine's PostgreSQL 15 server when BACKUP_PIPELINE_TEST_PG15_DSN is set
+(`.ci/run` sets it), otherwise on the embedded PostgreSQL 18 of fix_pg.
 """
 
 import os
@@ -46,8 +47,8 @@ def sqlite_history_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def pg_history_url() -> Iterator[str]:
-    dsn = pg15_dsn()
+def pg_history_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    dsn = os.environ.get(PG15_DSN_ENV) or request.getfixturevalue("pg_server").dsn()
     dbname = f"bp_history_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
@@ -58,8 +59,8 @@ def pg_history_url() -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg15)])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def history_url(request: pytest.FixtureRequest) -> str:
-    """Each backend in turn: the test runs once on SQLite and once on PostgreSQL 15."""
+    """Each backend in turn: the test runs once on SQLite and once on PostgreSQL."""
     fixture = "sqlite_history_url" if request.param == "sqlite" else "pg_history_url"
     return request.getfixturevalue(fixture)

@@ -219,7 +219,6 @@ def test_recent_backups_view(store: HistoryStore, history_url: str) -> None:
     assert float(rows[0]["size_mb"]) == 3.5
 
 
-@pytest.mark.pg15
 def test_seed_queries_run_verbatim_on_postgresql(pg_history_url: str) -> None:
     now = datetime.now(UTC)
     with HistoryStore(pg_history_url) as store:
@@ -249,7 +248,6 @@ def test_seed_queries_run_verbatim_on_postgresql(pg_history_url: str) -> None:
     assert timedelta(days=89) < extended - now < timedelta(days=91)
 
 
-@pytest.mark.pg15
 def test_postgres_url_forms_are_accepted(pg_history_url: str) -> None:
     plain = pg_history_url.replace("postgresql+psycopg://", "postgres://", 1)
     assert normalize_history_url(plain).drivername == "postgresql+psycopg"

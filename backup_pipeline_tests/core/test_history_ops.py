@@ -421,7 +421,6 @@ def test_backup_kpis_view(store: HistoryStore, history_url: str) -> None:
     assert float(rows[0]["success_rate_30d"]) == 60.0
 
 
-@pytest.mark.pg15
 def test_seed_queries_and_kpis_on_postgresql(pg_history_url: str) -> None:
     now = datetime.now(UTC)
     with HistoryStore(pg_history_url) as store:

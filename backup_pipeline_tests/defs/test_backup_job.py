@@ -161,7 +161,6 @@ def test_definitions_declare_an_asset_and_a_daily_schedule_per_target(backup_env
     assert request.tags["backup_pipeline/target"] == "prod"
 
 
-@pytest.mark.pg15
 def test_history_in_postgresql_mirrors_the_run(backup_env, dagster_instance, source_dsn, pg_history_url, monkeypatch):
     monkeypatch.setenv(SOURCE_DSN_ENV, source_dsn)
     monkeypatch.setenv("BACKUP_HISTORY_URL", pg_history_url)
