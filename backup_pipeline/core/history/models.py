@@ -131,6 +131,9 @@ backup_history = sa.Table(
     sa.Column("expired_at", UTCDateTime()),
     sa.Column("objects_deleted_at", UTCDateTime()),
     sa.Column("retention_detail", sa.Text()),
+    # The latest drill that could not run (revision 0004); cleared when a drill runs. Never a verdict.
+    sa.Column("drill_error", sa.Text()),
+    sa.Column("drill_error_at", UTCDateTime()),
     sa.UniqueConstraint("dagster_run_id", "target"),
     sa.CheckConstraint(sa.column("status").in_(STATUSES), name="status"),
     sa.CheckConstraint(sa.column("verification_status").in_(VERIFICATION_STATUSES), name="verification_status"),

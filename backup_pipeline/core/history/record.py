@@ -46,6 +46,8 @@ class BackupRecord:
     expired_at: datetime | None = None
     objects_deleted_at: datetime | None = None
     retention_detail: str | None = None
+    drill_error: str | None = None
+    drill_error_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "BackupRecord":

@@ -287,7 +287,8 @@ class HistoryStore(MigrationEventsMixin, RetentionMixin, KpisMixin):
 
         detail["reason"] becomes `verification_detail` (a one-line summary);
         the whole of detail is kept as JSON in `drill_detail`. Strings in both
-        are stored redacted. A later drill replaces the earlier one's values.
+        are stored redacted. A later drill replaces the earlier one's values
+        and clears a drill error recorded since.
         """
         if drill_seconds is not None and drill_seconds < 0:
             raise ValueError(f"drill_seconds must be 0 or more, got {drill_seconds}")
@@ -313,8 +314,28 @@ class HistoryStore(MigrationEventsMixin, RetentionMixin, KpisMixin):
                     "drill_seconds": drill_seconds,
                     "restored_bytes": restored_bytes,
                     "drilled_at": when,
+                    "drill_error": None,
+                    "drill_error_at": None,
                 },
             )
+        return self.get(backup_id)
+
+    def record_drill_error(self, backup_id: str, reason: str, at: datetime | None = None) -> BackupRecord:
+        """Record a drill of a completed backup that could not run; its verdict stays what it was.
+
+        A drill that could not run (storage unreachable, no disk, no server)
+        is no evidence about the backup, so verification_status, drilled_at and
+        drill_detail are left alone and the backup_kpis view counts no drill.
+        The reason is stored redacted in `drill_error`; the next drill that
+        runs clears it.
+        """
+        if not reason:
+            raise ValueError("a drill error needs a reason")
+        with self._connect() as conn:
+            current = self._get_for_update(conn, backup_id)
+            if current.status != COMPLETED:
+                raise ValueError(f"backup {backup_id} is {current.status}; only completed backups can be drilled")
+            self._update(conn, backup_id, {"drill_error": redact_text(reason), "drill_error_at": _utc(at)})
         return self.get(backup_id)
 
     def record_standby(
@@ -400,6 +421,11 @@ class HistoryStore(MigrationEventsMixin, RetentionMixin, KpisMixin):
         with self._connect() as conn:
             row = conn.execute(query).mappings().first()
         return BackupRecord.from_row(row) if row is not None else None
+
+    def running_backups(self) -> builtins.list[BackupRecord]:
+        """Every attempt still `running`, of all targets, oldest first (recovery checks each one's run)."""
+        query = sa.select(backup_history).where(backup_history.c.status == RUNNING).order_by(backup_history.c.timestamp)
+        return self._records(query)
 
     def list(
         self, target: str | None = None, limit: int = 50, status: str | None = None
