@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo test dev install clean
+.PHONY: demo test chaos dev install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Fault injection: kill -9 at random moments of backups, restores, drills and retention, then check the
+# invariants of README's "What we guarantee". CHAOS_TRIALS=N for more or fewer trials.
+chaos: $(STAMP)
+	$(BIN)/python chaos/chaos.py --trials $${CHAOS_TRIALS:-24}
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/backup-pipeline dev
