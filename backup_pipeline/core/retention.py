@@ -1,8 +1,12 @@
 """Retention: which backups expire, deleting their objects, and sweeping failed uploads.
 
-Safety rules, in order: the newest verified backup of a target is never
-expired, whatever the policy says; backups a grandfather-father-son policy
-keeps are not expired either. Deletion removes the manifest first, so a
+Safety rules, in order: a target's newest good backup (verified, or
+checksum_ok where drills are off) is never expired, whatever the policy says,
+and neither is any of its newest `min_good_backups` good ones, so retention
+never leaves a target with fewer; backups a grandfather-father-son policy
+keeps are not expired either. A backup whose drill could not run keeps its
+earlier verdict, so a flaky drill never makes a good backup expendable.
+Deletion removes the manifest first, so a
 backup stops counting as complete before its archive goes, and marks the
 history row `expired` last: a crash half-way leaves a row that the next run
 picks up again, and deleting an object that is already gone is a no-op.
@@ -16,10 +20,12 @@ from datetime import UTC, datetime, timedelta
 from .backup import split_backup_uri
 from .catalog import MANIFEST_SUFFIX
 from .config import Settings, Target
+from .history.models import CHECKSUM_OK, COMPLETED, VERIFIED
 from .storage import Storage
 
 _STAMP = re.compile(r"_(\d{8}T\d{6}Z)[_.]")
 INCOMPLETE_GRACE = timedelta(days=1)
+DEFAULT_MIN_GOOD = 3  # Target.min_good_backups' default, for targets no longer configured
 
 
 @dataclass(frozen=True)
@@ -75,17 +81,36 @@ def gfs_keep(backups: Iterable, target: Target) -> dict[str, str]:
     return keep
 
 
+def is_good(record, target: Target | None) -> bool:
+    """A completed backup proven restorable (verified), or checksum-checked where drills are off.
+
+    A target no longer configured cannot say whether it drilled, so checksum_ok counts for it too.
+    """
+    if record.status != COMPLETED:
+        return False
+    return record.verification_status == VERIFIED or (
+        record.verification_status == CHECKSUM_OK and (target is None or not target.drill))
+
+
+def good_keep(backups: list, target: Target | None) -> dict[str, str]:
+    """Ids the safety rules keep: the newest good backup, and enough good ones for min_good_backups."""
+    minimum = target.min_good_backups if target else DEFAULT_MIN_GOOD
+    good = [r for r in sorted(backups, key=lambda r: r.timestamp, reverse=True) if is_good(r, target)][:minimum]
+    keep = {r.id: f"one of the {minimum} newest good backups (min_good_backups: {minimum})" for r in good[1:]}
+    if good:
+        keep[good[0].id] = f"newest good backup of the target ({good[0].verification_status})"
+    return keep
+
+
 def plan_retention(history, settings: Settings, now: datetime, targets: list[str] | None = None) -> RetentionPlan:
     plan = RetentionPlan()
     candidates = [r for r in history.expiry_candidates(now) if not targets or r.target in targets]
     protected: dict[str, dict[str, str]] = {}
     for name in {r.target for r in candidates}:
         target = settings.targets.get(name)
-        keep = gfs_keep(history.completed_backups(name), target) if target else {}
-        newest_verified = history.latest_verified(name)
-        if newest_verified:
-            keep[newest_verified.id] = "newest verified backup of the target"
-        protected[name] = keep
+        backups = history.completed_backups(name)
+        # The safety reasons win over GFS ones: they are why the backup must stay whatever the policy says.
+        protected[name] = {**(gfs_keep(backups, target) if target else {}), **good_keep(backups, target)}
     for record in candidates:
         if why := protected[record.target].get(record.id):
             plan.kept.append((record.id, why))

@@ -38,7 +38,7 @@ def _three_backups(configure, backup_env, source_dsn, **target):
 
 
 def test_everything_expired_still_keeps_the_newest_verified_backup(configure, backup_env, source_dsn, capsys):
-    records = _three_backups(configure, backup_env, source_dsn)
+    records = _three_backups(configure, backup_env, source_dsn, min_good_backups=1)
     history = backup_env.history()
     for r in records:
         history.set_retention(r.id, PAST)
@@ -47,7 +47,7 @@ def test_everything_expired_still_keeps_the_newest_verified_backup(configure, ba
     plan = json.loads(capsys.readouterr().out)
     assert [e["backup_id"] for e in plan["expire"]] == [records[0].id, records[1].id]
     assert plan["expire"][0]["objects"] == _objects(records[0])
-    assert plan["kept"] == [{"backup_id": records[2].id, "why": "newest verified backup of the target"}]
+    assert plan["kept"] == [{"backup_id": records[2].id, "why": "newest good backup of the target (verified)"}]
     assert all(_exists(u) for r in records for u in _objects(r)), "a dry run deleted something"
     assert {r.status for r in history.list(target="shop")} == {"completed"}
 
@@ -62,7 +62,7 @@ def test_everything_expired_still_keeps_the_newest_verified_backup(configure, ba
 
 
 def test_a_crash_half_way_is_finished_by_the_next_run(configure, backup_env, source_dsn):
-    records = _three_backups(configure, backup_env, source_dsn)
+    records = _three_backups(configure, backup_env, source_dsn, min_good_backups=1)
     history = backup_env.history()
     history.set_retention(records[0].id, PAST)
     base, manifest_key = split_backup_uri(records[0].manifest_uri)
@@ -74,7 +74,7 @@ def test_a_crash_half_way_is_finished_by_the_next_run(configure, backup_env, sou
 
 
 def test_marking_only_and_keeping_forever(configure, backup_env, source_dsn, capsys):
-    records = _three_backups(configure, backup_env, source_dsn, delete_expired_objects=False)
+    records = _three_backups(configure, backup_env, source_dsn, delete_expired_objects=False, min_good_backups=1)
     history = backup_env.history()
     assert main(["keep", records[0].id, "--forever", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["retention_until"].startswith("9999-12-31")
