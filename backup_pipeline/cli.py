@@ -8,10 +8,11 @@ import argparse
 import gc
 import os
 import json
+import re
 import sys
 
 from backup_pipeline.core.config import BACKUP_TYPES
-from backup_pipeline.core.errors import BackupPipelineError
+from backup_pipeline.core.errors import BackupNotFound, BackupPipelineError
 from backup_pipeline.core.redact import redact_text
 
 
@@ -24,9 +25,24 @@ def _fail(message: str, secrets: list[str | None] = ()) -> int:
     return 1
 
 
+def _check_listed_target(name: str | None) -> None:
+    """Refuse a misspelt --target, but still list a target that has history and is no longer configured."""
+    from backup_pipeline.core.config import load_settings
+    from backup_pipeline.launch import history
+
+    if name is None:
+        return
+    settings = load_settings()
+    if name not in settings.targets and not history().list(target=name, limit=1):
+        settings.target(name)  # raises the unknown-target error naming the configured ones
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
+    from backup_pipeline.core.config import load_settings
     from backup_pipeline.launch import backup_json, run_backup
 
+    # An unknown target or a bad targets file fails here, before a run is launched and recorded.
+    load_settings().adhoc_target(args.target, dsn_env="--dsn" if args.dsn else None, storage_url=args.storage)
     outcome, record = run_backup(
         args.target, backup_type=args.type, dsn=args.dsn, storage_url=args.storage, verbose=args.verbose
     )
@@ -42,6 +58,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from backup_pipeline.launch import backup_json, history
 
+    _check_listed_target(args.target)
     records = history().list(target=args.target, limit=args.limit)
     if args.json:
         _print_json([backup_json(r) for r in records])
@@ -65,7 +82,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
         to_target=args.to, to_dsn=args.to_dsn, confirm=args.confirm, jobs=args.jobs, verbose=args.verbose,
     )
     if not outcome.success:
-        return _fail(outcome.error or "restore failed", [args.to_dsn])
+        # The job's message speaks of its run config; on the command line it is the --confirm flag.
+        error = re.sub(r"set confirm to '([^']*)'", r"pass --confirm \1", outcome.error or "restore failed")
+        return _fail(error, [args.to_dsn])
     result = outcome.output
     if args.json:
         _print_json({**result, "status": "restored", "dagster_run_id": outcome.run_id})
@@ -77,8 +96,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
+    from backup_pipeline.core.config import load_settings
     from backup_pipeline.launch import backup_json, history, run_drill
 
+    if args.backup_id:
+        history().get(args.backup_id)  # an unknown id fails here, before a run is launched
+    elif args.target:
+        load_settings().target(args.target)
     outcome = run_drill(args.target, args.backup_id, verbose=args.verbose)
     store = history()
     record = store.get(args.backup_id) if args.backup_id else store.last_drill(args.target)
@@ -90,7 +114,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from backup_pipeline.core.backup import read_manifest, split_backup_uri, verify_checksum
+    from backup_pipeline.core.backup import check_manifest_against_record, read_manifest, split_backup_uri, verify_checksum
     from backup_pipeline.core.config import load_settings
     from backup_pipeline.core.storage import open_storage
     from backup_pipeline.launch import history
@@ -102,14 +126,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     base, key = split_backup_uri(record.manifest_uri)
     storage = open_storage(base, load_settings().s3)
     try:
-        digest, size = verify_checksum(storage, read_manifest(storage, key))
+        manifest = read_manifest(storage, key)
+        compared = check_manifest_against_record(manifest, record, storage.uri(key))
+        digest, size = verify_checksum(storage, manifest)
     except BackupPipelineError as exc:
         if record.status == "completed":
             store.set_verification(record.id, "failed", str(exc))
         return _fail(str(exc))
     if record.verification_status in ("pending", "failed"):
         store.set_verification(record.id, "checksum_ok", f"sha256 {digest} and size {size} match the manifest")
-    print(f"backup {record.id}: {storage.uri(key)} matches its manifest (sha256 {digest[:16]}…, {size} bytes)")
+    note = (", and the manifest matches the history row" if compared else
+            "; only the checksum was checked (the history row was rebuilt from this manifest, nothing to compare)")
+    print(f"backup {record.id}: {storage.uri(key)} matches its manifest (sha256 {digest[:16]}…, {size} bytes){note}")
     return 0
 
 
@@ -159,6 +187,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from backup_pipeline.launch import history
 
+    _check_listed_target(args.target)
     rows = history().kpis(args.target)
     if args.json:
         _print_json(rows)
@@ -200,7 +229,7 @@ def cmd_history_sync(args: argparse.Namespace) -> int:
             try:
                 store.get(manifest["backup_id"])
                 before = True
-            except KeyError:
+            except BackupNotFound:
                 before = False
             store.upsert_from_manifest(manifest, **uris)
             existing, added = (existing + 1, added) if before else (existing, added + 1)
@@ -216,13 +245,18 @@ def cmd_history_sync(args: argparse.Namespace) -> int:
 def cmd_keep(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
+    from backup_pipeline.core.history.models import KEEP_FOREVER
     from backup_pipeline.launch import backup_json, history
 
     store = history()
     record = store.get(args.backup_id)
-    until = None if args.forever else max(record.retention_until, datetime.now(UTC)) + timedelta(days=args.days)
     if not args.forever and args.days is None:
         return _fail("give --days N or --forever")
+    if not args.forever and not 1 <= args.days <= 36500:
+        return _fail(f"--days {args.days}: give 1 to 36500 days, or --forever")
+    # More days on top of the current date; a backup kept forever counts from now instead.
+    start = datetime.now(UTC) if record.retention_until >= KEEP_FOREVER else max(record.retention_until, datetime.now(UTC))
+    until = None if args.forever else start + timedelta(days=args.days)
     record = store.set_retention(record.id, until)
     if args.json:
         _print_json(backup_json(record))

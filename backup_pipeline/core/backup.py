@@ -15,6 +15,7 @@ from .config import Target
 from .archive import MANIFEST_FORMAT_VERSION, BackupNames, manifest_bytes, parse_manifest, sha256_of
 from .dump import DumpResult, dump_database
 from .errors import VerifyError
+from .history.models import SOURCE_MANIFEST
 from .storage import Storage
 
 if TYPE_CHECKING:
@@ -106,6 +107,33 @@ def verify_checksum(storage: Storage, manifest: dict) -> tuple[str, int]:
             g_digest, g_size = sha256_of(stream)
         check_digest(storage.uri(globals_meta["key"]), g_digest, g_size, {"size_bytes": g_size, **globals_meta})
     return digest, size
+
+
+def check_manifest_against_record(manifest: dict, record: "BackupRecord", manifest_uri: str) -> bool:
+    """Raise VerifyError if the manifest differs from what the history recorded when the backup was taken.
+
+    The checksum only proves the archive matches the manifest; this catches a
+    manifest edited or replaced together with its archive. Returns False when
+    the history row was itself rebuilt from the manifest, so only the checksum
+    could be checked.
+    """
+    if record.source == SOURCE_MANIFEST:
+        return False
+    archive = manifest.get("archive") or {}
+    recorded_key = split_backup_uri(record.archive_uri)[1] if record.archive_uri else None
+    pairs = [("archive key", archive.get("key"), recorded_key), ("sha256", archive.get("sha256"), record.sha256),
+             ("size_bytes", archive.get("size_bytes"), record.size_bytes)]
+    if record.row_counts is not None:
+        found = manifest.get("row_counts") or {}
+        for table in sorted(set(found) | set(record.row_counts)):
+            pairs.append((f"row_counts[{table}]", found.get(table), record.row_counts.get(table)))
+    for name, in_manifest, in_history in pairs:
+        if in_history is not None and in_manifest != in_history:
+            raise VerifyError(
+                f"{manifest_uri} was edited or replaced: its {name} is {in_manifest!r} but the history recorded "
+                f"{in_history!r} when backup {record.id} was taken; do not restore it, take a new backup"
+            )
+    return True
 
 
 def download_verified(storage: Storage, manifest: dict, local: Path) -> None:

@@ -110,8 +110,14 @@ class Settings:
 
     def target(self, name: str) -> Target:
         check_target_name(name)
+        if name not in self.targets and not self.targets:
+            raise ConfigError(
+                f"unknown target {name!r} (configured: none): set DATABASE_URL or PROD_SUPABASE_DB_URL to the "
+                f"database URL (BACKUP_TARGET names that target, default prod), or list targets in "
+                f"{DEFAULT_TARGETS_FILE} or the file BACKUP_TARGETS_FILE names"
+            )
         if name not in self.targets:
-            known = ", ".join(sorted(self.targets)) or "none"
+            known = ", ".join(sorted(self.targets))
             raise ConfigError(
                 f"unknown target {name!r} (configured: {known}): add it to {DEFAULT_TARGETS_FILE} "
                 "or pass its database URL and storage explicitly"

@@ -43,3 +43,9 @@ class VerifyError(BackupPipelineError):
 
 class BusyError(BackupPipelineError):
     """Another backup or restore holds the database; retry later."""
+
+
+class BackupNotFound(BackupPipelineError, KeyError):
+    """No backup with that id in the history; still a KeyError for callers written before it existed."""
+
+    __str__ = BackupPipelineError.__str__  # KeyError would quote the whole message

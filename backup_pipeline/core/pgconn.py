@@ -7,6 +7,7 @@ and the likely fix, with the password masked.
 """
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -62,9 +63,12 @@ class PgConn:
         try:
             params = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
+            # libpq quotes the word it choked on, which may be a pasted password: drop it.
+            detail = re.sub(r' after "[^"]*"', "", " ".join(str(exc).split()))
+            shown = f" {redact_dsn(dsn)!r}" if "://" in dsn else ""
             raise ConfigError(
-                f"the {what} {redact_dsn(dsn)!r} is not a valid PostgreSQL connection string "
-                f"({redact_text(str(exc), [dsn])}): use postgresql://user:password@host:5432/dbname"
+                f"the {what}{shown} is not a valid PostgreSQL connection string "
+                f"(libpq: {redact_text(detail, [dsn])}): use postgresql://user:password@host:5432/dbname"
             ) from None
         unknown = sorted(set(params) - set(_ENV_FOR_PARAM))
         if unknown:

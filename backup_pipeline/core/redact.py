@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
+URL_HINT = "postgresql://user:password@host:5432/dbname"
 
 # password=... in key/value conninfo strings and in URL query strings
 _KV_PASSWORD = re.compile(r"(?i)\b(password|secret[_a-z]*|sslpassword)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)")
@@ -34,6 +35,8 @@ def redact_dsn(dsn: str | None) -> str:
 
 def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
     """Mask URL passwords, password=... pairs and each known secret in text."""
+    if URL_HINT in text:  # the example URL in fix hints is no secret: keep it readable
+        return URL_HINT.join(redact_text(part, secrets) for part in text.split(URL_HINT))
     out = _URL_USERINFO.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
     out = _KV_PASSWORD.sub(lambda m: f"{m.group(1)}={MASK}", out)
     for secret in secrets:

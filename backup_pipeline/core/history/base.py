@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import sqlalchemy as sa
 
-from backup_pipeline.core.errors import ConnectionFailed
+from backup_pipeline.core.errors import BackupNotFound, ConnectionFailed
 from backup_pipeline.core.history.migrate import upgrade_to_head
 from backup_pipeline.core.history.models import PG_SCHEMA, backup_history
 from backup_pipeline.core.history.record import BackupRecord
@@ -102,8 +102,14 @@ class StoreBase:
         with self._connect() as conn:
             row = conn.execute(sa.select(backup_history).where(backup_history.c.id == backup_id)).mappings().first()
         if row is None:
-            raise KeyError(f"no backup with id {backup_id!r} in the backup history at {self.url}")
+            raise self._not_found(backup_id)
         return BackupRecord.from_row(row)
+
+    def _not_found(self, backup_id: str) -> BackupNotFound:
+        return BackupNotFound(
+            f"no backup with id {backup_id!r} in the backup history at {self.url}: "
+            "see `backup-pipeline list` for the ids"
+        )
 
     def _first(self, query: sa.Select[Any]) -> BackupRecord | None:
         with self._connect() as conn:
@@ -118,7 +124,7 @@ class StoreBase:
         query = sa.select(backup_history).where(backup_history.c.id == backup_id).with_for_update()
         row = conn.execute(query).mappings().first()
         if row is None:
-            raise KeyError(f"no backup with id {backup_id!r} in the backup history at {self.url}")
+            raise self._not_found(backup_id)
         return BackupRecord.from_row(row)
 
     @staticmethod

@@ -5,7 +5,9 @@ from pathlib import Path
 import dagster as dg
 
 from backup_pipeline.core import catalog
-from backup_pipeline.core.backup import StagedBackup, read_manifest, split_backup_uri, verify_checksum
+from backup_pipeline.core.backup import (
+    StagedBackup, check_manifest_against_record, read_manifest, split_backup_uri, verify_checksum,
+)
 from backup_pipeline.core.config import Target
 from backup_pipeline.core.drill import DrillResult, drill_backup
 from backup_pipeline.core.history import CHECKSUM_OK, VERIFICATION_FAILED
@@ -50,7 +52,9 @@ def verify(
     else:
         storage = backup_settings.storage(settings, staged.target.storage_url)
         try:
-            digest, size = verify_checksum(storage, read_manifest(storage, staged.names.manifest))
+            manifest = read_manifest(storage, staged.names.manifest)
+            check_manifest_against_record(manifest, history.get(staged.backup_id), storage.uri(staged.names.manifest))
+            digest, size = verify_checksum(storage, manifest)
             history.set_verification(staged.backup_id, CHECKSUM_OK, f"sha256 {digest} and size {size} match the manifest")
             failure = None
         except Exception as exc:  # noqa: BLE001 - any failure to verify marks the backup unverified

@@ -1,0 +1,108 @@
+"""Bad input on the command line: exit 1, one line on stderr naming the object and the fix, no secret."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backup_pipeline.cli import main
+from backup_pipeline.core.errors import ConfigError
+from backup_pipeline.core.pgconn import PgConn
+from backup_pipeline.core.history import HistoryStore
+from backup_pipeline.core.history.models import KEEP_FOREVER
+
+CLI = os.path.join(os.path.dirname(sys.executable), "backup-pipeline")
+
+
+@pytest.fixture
+def home(backup_env, tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return tmp_path / "dagster_home"
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stderr.strip()
+
+
+def test_no_configuration_at_all_says_how_to_configure(home):
+    err = one_line_error(run("backup", "--target", "prod"))
+    assert "unknown target 'prod' (configured: none)" in err
+    assert "DATABASE_URL" in err and "PROD_SUPABASE_DB_URL" in err and "BACKUP_TARGETS_FILE" in err
+
+
+@pytest.mark.slow  # a real backup run that fails in its first step: ~10 s on 2 shared cores
+def test_a_dsn_that_is_not_a_url_gives_one_closed_line_with_the_hint(home, backup_env):
+    err = one_line_error(run("backup", "--target", "prod", DATABASE_URL="admin:hunter2secret@db.example.com/app"))
+    assert err.endswith("is not a valid PostgreSQL connection string (libpq: missing \"=\" in connection info "
+                        "string): use postgresql://user:password@host:5432/dbname")
+    assert "hunter2secret" not in err and "admin" not in err
+    [record] = backup_env.history().list(target="prod")
+    assert record.status == "failed" and "hunter2secret" not in record.error
+
+
+@pytest.mark.parametrize("dsn", ["not a url hunter2secret", "host=db port", "mysql://admin:hunter2secret@h/db"])
+def test_unparsable_dsns_never_echo_what_could_be_a_password(dsn):
+    with pytest.raises(ConfigError) as caught:
+        PgConn.parse(dsn)
+    message = str(caught.value)
+    assert "\n" not in message and message.count("(") == message.count(")")
+    assert "hunter2secret" not in message and message.endswith("use postgresql://user:password@host:5432/dbname")
+
+
+@pytest.mark.parametrize("command", [["keep", "nope", "--days", "3"], ["verify", "--backup-id", "nope"],
+                                     ["drill", "--backup-id", "nope"]])
+def test_unknown_backup_id_is_one_line_and_launches_no_run(home, command):
+    err = one_line_error(run(*command))
+    assert "no backup with id 'nope'" in err and "backup-pipeline list" in err
+    assert not (home / "history" / "runs").exists() or not any((home / "history" / "runs").iterdir())
+
+
+def test_keep_days_after_forever_counts_from_now(home, backup_env, capsys):
+    record = backup_env.history().start(target="shop", type="manual", retention_days=30)
+    assert main(["keep", record.id, "--forever"]) == 0
+    assert "kept forever" in capsys.readouterr().out
+    assert backup_env.history().get(record.id).retention_until == KEEP_FOREVER
+    assert main(["keep", record.id, "--days", "10", "--json"]) == 0
+    until = datetime.fromisoformat(json.loads(capsys.readouterr().out)["retention_until"])
+    assert abs(until - (datetime.now(UTC) + timedelta(days=10))) < timedelta(minutes=1)
+    assert main(["keep", record.id, "--days", "5"]) == 0  # a finite date is extended
+    assert backup_env.history().get(record.id).retention_until > until + timedelta(days=4)
+    assert main(["keep", record.id, "--days", "99999999"]) == 1
+    assert "give 1 to 36500 days, or --forever" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["list", "status"])
+def test_list_and_status_refuse_a_misspelt_target_but_list_a_retired_one(configure, backup_env, capsys, command):
+    configure({"prod": {"dsn_env": "PROD_URL"}}, {})
+    assert main([command, "--target", "prdo"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown target 'prdo' (configured: prod)" in err
+    backup_env.history().start(target="retired", type="manual", retention_days=30)
+    assert main([command, "--target", "retired", "--json"]) == 0
+    assert "retired" in capsys.readouterr().out
+
+
+def test_protected_target_refusal_names_the_flag(configure, backup_env, capsys):
+    configure({"prod": {"dsn_env": "PROD_URL", "protected": True}},
+              {"PROD_URL": "postgresql://app:hunter2secret@127.0.0.1:9/prod"})
+    history = backup_env.history()
+    record = history.start(target="prod", type="manual", retention_days=30)
+    storage = backup_env.local_storage_url
+    history.complete(record.id, archive_uri=f"{storage}/prod/2026/01/01/x.dump.zst", globals_uri=None,
+                     manifest_uri=f"{storage}/prod/2026/01/01/x.manifest.json", size_bytes=1, sha256="0" * 64,
+                     row_counts={}, duration_seconds=1.0, server_version="16", pg_dump_version="16", compression="zstd")
+    assert main(["restore", "--backup-id", record.id, "--to", "prod"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass --confirm prod" in err and "set confirm" not in err
+    assert "hunter2secret" not in err
