@@ -106,3 +106,27 @@ def test_protected_target_refusal_names_the_flag(configure, backup_env, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pass --confirm prod" in err and "set confirm" not in err
     assert "hunter2secret" not in err
+
+
+def test_verify_notices_a_manifest_edited_after_the_backup(home, backup_env, source_dsn, capsys, monkeypatch):
+    assert main(["backup", "--target", "shop", "--dsn", source_dsn, "--storage", backup_env.local_storage_url,
+                 "--json"]) == 0
+    backup = json.loads(capsys.readouterr().out)
+    manifest_path = Path(backup["manifest_uri"].removeprefix("file://"))
+    original = manifest_path.read_bytes()
+    edited = json.loads(original)
+    edited["row_counts"]["sales.order_items"] = 1
+    manifest_path.write_text(json.dumps(edited))
+
+    assert main(["verify", "--backup-id", backup["backup_id"]]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was edited or replaced" in err
+    assert "row_counts[sales.order_items] is 1 but the history recorded 20000" in err
+    assert backup_env.history().get(backup["backup_id"]).verification_status == "failed"
+
+    # A history rebuilt from storage has nothing to compare with: verify says so.
+    manifest_path.write_bytes(original)
+    monkeypatch.setenv("BACKUP_HISTORY_URL", f"sqlite:///{home.parent / 'rebuilt.sqlite'}")
+    assert main(["history", "sync", "--target", "shop", "--storage", backup_env.local_storage_url]) == 0
+    assert main(["verify", "--backup-id", backup["backup_id"]]) == 0
+    assert "only the checksum was checked" in capsys.readouterr().out
