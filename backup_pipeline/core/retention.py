@@ -1,5 +1,8 @@
 """Retention: which backups expire, deleting their objects, and sweeping failed uploads.
 
+Failed uploads are archives without a manifest, unfinished multipart
+uploads (S3) and hidden temp files of local writes whose writer is gone.
+
 Safety rules, in order: a target's newest good backup (verified, or
 checksum_ok where drills are off) is never expired, whatever the policy says,
 and neither is any of its newest `min_good_backups` good ones, so retention
@@ -25,6 +28,8 @@ from .storage import Storage
 
 _STAMP = re.compile(r"_(\d{8}T\d{6}Z)[_.]")
 INCOMPLETE_GRACE = timedelta(days=1)
+# A writer creates its temp file, then locks it: a younger unlocked one may be starting, not dead.
+PARTIAL_SETTLE = timedelta(minutes=1)
 DEFAULT_MIN_GOOD = 3  # Target.min_good_backups' default, for targets no longer configured
 
 
@@ -44,6 +49,7 @@ class RetentionPlan:
     kept: list[tuple[str, str]] = field(default_factory=list)  # (backup_id, why)
     orphans: list[tuple[str, str]] = field(default_factory=list)  # (target, object uri)
     incomplete_uploads: list[tuple[str, str, object]] = field(default_factory=list)  # (target, storage url, upload)
+    partial_files: list[tuple[str, str, object]] = field(default_factory=list)  # (target, storage url, PartialFile)
 
     def to_dict(self) -> dict:
         return {
@@ -57,6 +63,8 @@ class RetentionPlan:
             "orphans": [{"target": t, "object": uri} for t, uri in self.orphans],
             "incomplete_uploads": [{"target": t, "storage": url, "key": u.key, "initiated": u.initiated.isoformat()}
                                    for t, url, u in self.incomplete_uploads],
+            "partial_files": [{"target": t, "storage": url, "file": p.uri, "modified": p.modified.isoformat()}
+                              for t, url, p in self.partial_files],
         }
 
 
@@ -143,6 +151,18 @@ def find_incomplete(storage: Storage, storage_url: str, target: str, now: dateti
         for upload in storage.list_incomplete_uploads():
             if upload.key.startswith(f"{target}/") and now - upload.initiated > INCOMPLETE_GRACE:
                 plan.incomplete_uploads.append((target, storage_url, upload))
+    if hasattr(storage, "list_partials"):
+        for partial in storage.list_partials(f"{target}/"):
+            if partial_is_abandoned(partial, now):
+                plan.partial_files.append((target, storage_url, partial))
+
+
+def partial_is_abandoned(partial, now: datetime) -> bool:
+    """A local temp file whose writer is provably dead (and that is not brand new), or past the grace."""
+    if partial.writer_alive:
+        return False
+    age = now - partial.modified
+    return age > INCOMPLETE_GRACE or (partial.writer_alive is False and age > PARTIAL_SETTLE)
 
 
 def apply_retention(plan: RetentionPlan, history, storage_for: Callable[[str], Storage], *, dry_run: bool,
@@ -178,3 +198,9 @@ def apply_retention(plan: RetentionPlan, history, storage_for: Callable[[str], S
             storage.abort_incomplete_upload(upload)
         history.log_retention(target=target, action="abort_multipart", object_uri=storage.uri(upload.key),
                               dry_run=dry_run, detail=f"initiated {upload.initiated.isoformat()}")
+    for target, storage_url, partial in plan.partial_files:
+        log(f"{'would delete' if dry_run else 'deleting'} temp file of an interrupted local write {partial.uri}")
+        if not dry_run:
+            storage_for(storage_url).delete_partial(partial.path)
+        history.log_retention(target=target, action="delete_partial", object_uri=partial.uri, dry_run=dry_run,
+                              detail=f"writer gone; last written {partial.modified.isoformat()}")

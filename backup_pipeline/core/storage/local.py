@@ -3,15 +3,20 @@
 Design decision: every write goes to a hidden temp sibling
 (`.<name>.partial-<random>`), is fsynced, and only then renamed over the final
 name with os.replace, so a crash or a full disk never leaves a truncated file
-under a real key; list_keys never shows the temp names.
+under a real key; list_keys never shows the temp names. The writer holds a
+flock on its temp file until the rename, so list_partials can tell the temp
+file of a killed writer from one still being written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -124,6 +129,35 @@ class LocalStorage:
         # Sorted so that listing order matches S3's lexicographic order.
         return iter(sorted(keys))
 
+    def list_partials(self, prefix: str = "") -> list[PartialFile]:
+        """Temp files of writes under prefix (interrupted ones, or ones in progress)."""
+        check_prefix(prefix)
+        start = self.root / prefix.rpartition("/")[0]
+        found = []
+        for dirpath, _dirs, files in os.walk(start):
+            for name in files:
+                if not is_partial_name(name):
+                    continue
+                path = Path(dirpath, name)
+                rel = path.relative_to(self.root).as_posix()
+                try:
+                    modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                except FileNotFoundError:
+                    continue  # renamed into place meanwhile
+                found.append(PartialFile(rel, path.as_uri(), modified, _writer_alive(path)))
+        return sorted(found, key=lambda p: p.path)
+
+    def delete_partial(self, path: str) -> None:
+        """Remove a temp file list_partials returned (a relative path; real keys are refused)."""
+        parts = path.split("/")
+        if not is_partial_name(parts[-1]) or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"{path!r} is not a temp file of this storage")
+        target = self.root / path
+        try:
+            target.unlink(missing_ok=True)
+        except OSError as exc:
+            raise os_storage_error(exc, target, "deleting") from exc
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:
@@ -139,6 +173,7 @@ class LocalStorage:
         tmp = partial_name(dest, secrets.token_hex(6))
         try:
             with open(tmp, "xb") as out:
+                _lock_quietly(out.fileno())
                 write(out)
                 out.flush()
                 os.fsync(out.fileno())
@@ -149,6 +184,36 @@ class LocalStorage:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
         _fsync_dir(dest.parent)
+
+
+@dataclass(frozen=True)
+class PartialFile:
+    path: str  # relative to the storage root
+    uri: str
+    modified: datetime
+    writer_alive: bool | None  # None: the folder cannot tell (no flock)
+
+
+def _lock_quietly(fd: int) -> None:
+    # The writer holds this until the rename, so a sweeper can tell a live write from a dead one.
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _writer_alive(path: Path) -> bool | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _copy(src: BinaryIO, out: BinaryIO, src_path: Path) -> None:
