@@ -15,11 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
 from .archive import check_codec
 from .errors import ConfigError
 from .storage import S3Settings
+from .targets_file import read_targets_file
 
 TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 BACKUP_TYPES = ("daily", "manual", "pre-migration", "post-migration", "pre-restore")
@@ -157,87 +156,63 @@ def default_stage_dir(env: Mapping[str, str]) -> Path:
     return Path(home) / "stage"
 
 
-def _target_from_yaml(name: str, raw: object, defaults: dict, path: str) -> Target:
-    check_target_name(name)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: target {name!r} must be a mapping with at least dsn_env")
-    allowed = {"dsn_env", "storage", "pg_bin_dir", "compression", "compression_level", "retention_days", "schedule",
-               "drill", "drill_pg_major", "assertions", "restore_destination", "protected", "standby_dsn_env",
-               "migrations_table", "keep_daily", "keep_weekly", "keep_monthly", "delete_expired_objects",
-               "min_good_backups"}
-    if unknown := set(raw) - allowed:
-        raise ConfigError(f"{path}: target {name!r} has unknown setting(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
-    if "dsn" in raw:
-        raise ConfigError(f"{path}: target {name!r}: put the URL in an environment variable and name it with dsn_env")
-    merged = {**defaults, **raw}
-    if not merged.get("dsn_env"):
-        raise ConfigError(f"{path}: target {name!r} needs dsn_env (the environment variable holding its database URL)")
-    storage = merged.get("storage")
-    if not storage:
-        raise ConfigError(f"{path}: target {name!r} needs storage (top-level or per target): file:///dir or s3://bucket/prefix")
-    codec = check_codec(str(merged.get("compression", "zstd")))
+def _target_from_yaml(name: str, given: dict, defaults: dict, path: str) -> Target:
+    """A Target from one validated `targets:` entry over the validated top-level defaults."""
+    def where(key: str) -> str:
+        return f"{path}: {f'targets.{name}.' if key in given else ''}{key}"
+
     try:
-        level = int(merged.get("compression_level", DEFAULT_LEVEL[codec]))
-        retention = int(merged.get("retention_days", 30))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{path}: target {name!r}: compression_level and retention_days must be integers") from None
+        check_target_name(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: targets.{name}: {exc}") from None
+    # An explicit null means "the default", except where null itself means "off".
+    def kept(values: dict) -> dict:
+        return {k: v for k, v in values.items() if v is not None or k in ("schedule", "migrations_table")}
+
+    merged = {**kept(defaults), **kept(given)}
+    if not merged.get("dsn_env"):
+        raise ConfigError(f"{path}: targets.{name}.dsn_env: target {name!r} needs dsn_env "
+                          "(the name of the environment variable holding its database URL)")
+    try:
+        codec = check_codec(merged.get("compression", "zstd"))
+    except ConfigError as exc:
+        raise ConfigError(f"{where('compression')}: {exc}") from None
+    level = merged.get("compression_level", DEFAULT_LEVEL[codec])
     low, high = LEVELS[codec]
     if not low <= level <= high:
-        raise ConfigError(f"{path}: target {name!r}: compression_level {level} is out of range for {codec} ({low}-{high})")
-    if retention < 1:
-        raise ConfigError(f"{path}: target {name!r}: retention_days must be at least 1")
+        raise ConfigError(f"{where('compression_level')}: compression_level {level} is out of range for {codec} "
+                          f"({low}-{high}): choose a level in that range")
     return Target(
         name=name,
-        dsn_env=str(merged["dsn_env"]),
-        storage_url=check_storage_url(str(storage), f"{path}: target {name!r} storage"),
+        dsn_env=merged["dsn_env"],
+        storage_url=check_storage_url(merged["storage"], f"{where('storage')}"),
         pg_bin_dir=merged.get("pg_bin_dir"),
         compression=codec,
         compression_level=level,
-        retention_days=retention,
+        retention_days=merged.get("retention_days", 30),
         schedule=merged.get("schedule", DEFAULT_SCHEDULE) or None,
-        drill=bool(merged.get("drill", True)),
-        drill_pg_major=int(merged["drill_pg_major"]) if merged.get("drill_pg_major") else None,
-        assertions=tuple(_assertion_paths(merged.get("assertions"), path, name)),
-        restore_destination=bool(merged.get("restore_destination", False)),
-        protected=bool(merged.get("protected", False)),
-        standby_dsn_env=merged.get("standby_dsn_env") or None,
+        drill=merged.get("drill", True),
+        drill_pg_major=merged.get("drill_pg_major"),
+        assertions=tuple(_assertion_paths(merged.get("assertions", []), path, where("assertions"))),
+        restore_destination=merged.get("restore_destination", False),
+        protected=merged.get("protected", False),
+        standby_dsn_env=merged.get("standby_dsn_env"),
         migrations_table=merged.get("migrations_table", DEFAULT_MIGRATIONS_TABLE) or None,
-        keep_daily=_count_setting(merged, "keep_daily", path, name),
-        keep_weekly=_count_setting(merged, "keep_weekly", path, name),
-        keep_monthly=_count_setting(merged, "keep_monthly", path, name),
-        delete_expired_objects=bool(merged.get("delete_expired_objects", True)),
-        min_good_backups=_min_good_backups(merged, path, name),
+        keep_daily=merged.get("keep_daily"),
+        keep_weekly=merged.get("keep_weekly"),
+        keep_monthly=merged.get("keep_monthly"),
+        delete_expired_objects=merged.get("delete_expired_objects", True),
+        min_good_backups=merged.get("min_good_backups", 3),
     )
 
 
-def _min_good_backups(merged: dict, path: str, name: str) -> int:
-    value = merged.get("min_good_backups", 3)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{path}: target {name!r}: min_good_backups must be a whole number, at least 1")
-    return value
-
-
-def _count_setting(merged: dict, key: str, path: str, name: str) -> int | None:
-    value = merged.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{path}: target {name!r}: {key} must be a whole number of backups to keep")
-    return value
-
-
-def _assertion_paths(value: object, path: str, name: str) -> list[str]:
+def _assertion_paths(items: list[str], path: str, where: str) -> list[str]:
     """Assertion files, relative to the targets file; each must exist."""
-    if value is None:
-        return []
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list):
-        raise ConfigError(f"{path}: target {name!r}: assertions must be a file path or a list of them")
     out = []
     for item in items:
         file = Path(item) if Path(item).is_absolute() else Path(path).resolve().parent / item
         if not file.is_file():
-            raise ConfigError(f"{path}: target {name!r}: assertion file {file} does not exist")
+            raise ConfigError(f"{where}: assertion file {file} does not exist: fix the path (relative to {path})")
         out.append(str(file))
     return out
 
@@ -251,22 +226,15 @@ def load_settings(env: Mapping[str, str] | None = None, targets_file: str | None
     stage_dir = default_stage_dir(env)
     history_url = env.get("BACKUP_HISTORY_URL")
     if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"targets file {path} does not exist: create it or unset BACKUP_TARGETS_FILE") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"targets file {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("targets"), dict) or not data["targets"]:
-            raise ConfigError(f"targets file {path} needs a 'targets:' mapping of name -> settings")
-        defaults = {k: v for k, v in data.items() if k not in ("targets", "history_url", "stage_dir")}
-        if "storage" not in defaults:
+        top, given = read_targets_file(path)
+        defaults = {k: v for k, v in top.items() if k not in ("history_url", "stage_dir")}
+        if not defaults.get("storage"):
             defaults["storage"] = default_storage_url(env)
-        targets = {name: _target_from_yaml(str(name), raw, defaults, path) for name, raw in data["targets"].items()}
+        targets = {name: _target_from_yaml(name, settings, defaults, path) for name, settings in given.items()}
         return Settings(
             targets=targets,
-            history_url=history_url or data.get("history_url"),
-            stage_dir=Path(data["stage_dir"]) if data.get("stage_dir") else stage_dir,
+            history_url=history_url or top.get("history_url"),
+            stage_dir=Path(top["stage_dir"]) if top.get("stage_dir") else stage_dir,
             s3=s3,
             source=f"file {path}",
         )
