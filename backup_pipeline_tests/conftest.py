@@ -6,4 +6,5 @@ pytest_plugins = [
     "backup_pipeline_tests.fix_pg",
     "backup_pipeline_tests.fix_dagster",
     "backup_pipeline_tests.fix_alerts",
+    "backup_pipeline_tests.fix_proxy",
 ]

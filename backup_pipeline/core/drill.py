@@ -6,23 +6,33 @@ restores with parallel pg_restore, compares the result with the manifest and
 runs the target's assertions. Extensions the drill server cannot provide
 (Supabase's pgsodium, vault, graphql…) are taken out of the restore list and
 reported by name. The server is always stopped and deleted.
+
+A drill that could not run (storage unreachable, no disk for the stage, the
+server would not start) raises DrillError instead of returning a result:
+it is no evidence about the backup, so no caller can mistake it for a
+failed verdict. Everything the drill put in the stage is removed on every
+exit path.
 """
 
+import contextlib
+import errno
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psycopg
 
 from .archive import decompress_stream
-from .backup import download_verified, read_manifest
+from .backup import download_verified, read_globals, read_manifest
 from .dump import server_version, tools_for
 from .ephemeral import EphemeralPostgres
-from .errors import BackupPipelineError
+from .errors import ConnectionFailed, DrillError, PgToolError, StorageError, VerifyError
 from .pgconn import PgConn
 from .restore import create_missing_roles
 from .storage import Storage
@@ -33,6 +43,8 @@ DRILL_JOBS = min(os.cpu_count() or 1, 4)
 _TOC_EXTENSION = re.compile(r"^\d+; \d+ \d+ EXTENSION - (\S+)")
 _TOC_EXTENSION_COMMENT = re.compile(r"^\d+; \d+ \d+ COMMENT - EXTENSION (\S+)")
 _TOC_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+_NO_SPACE = "No space left on device"
 
 
 @dataclass
@@ -125,25 +137,152 @@ def drill_backup(
     server_major: int | None = None,
     jobs: int = DRILL_JOBS,
 ) -> DrillResult:
-    manifest = read_manifest(storage, manifest_key)
+    """Drill one backup: a DrillResult whenever the drill ran (passed or not), DrillError when it could not.
+
+    Verdict failed: the archive is missing or does not match its manifest, it
+    does not decompress, pg_restore fails, the result differs from the
+    manifest, an assertion fails. DrillError: storage unreachable, no space on
+    the stage or the drill server, the drill server would not start. A
+    manifest that is not valid JSON raises VerifyError (the backup is bad).
+    """
+    for path in assertion_files:
+        if not Path(path).is_file():
+            raise DrillError(f"assertion file {path} does not exist: fix the target's assertions list")
+    try:
+        manifest = read_manifest(storage, manifest_key)
+    except StorageError as exc:
+        raise DrillError(f"could not read manifest {storage.uri(manifest_key)}: {exc}") from None
     result = DrillResult(backup_id=manifest["backup_id"], target=manifest["target"], manifest_uri=storage.uri(manifest_key))
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=stage_dir, prefix="drill-") as work:
-        archive = Path(work) / "archive"
-        plain = Path(work) / "plain.dump"
+    created = not stage_dir.exists()
+    try:
+        with _on_stage(stage_dir, manifest):
+            try:
+                stage_dir.mkdir(parents=True, exist_ok=True)
+                work = Path(tempfile.mkdtemp(dir=stage_dir, prefix="drill-"))
+            except OSError as exc:
+                if _local_os_error(exc):
+                    raise
+                raise DrillError(f"cannot use the drill stage {stage_dir} ({exc.strerror or exc}): "
+                                 "set BACKUP_STAGE_DIR to a writable folder") from None
+        try:
+            _drill_in(storage, manifest, stage_dir, work, assertion_files, server_major, jobs, result)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                stage_dir.rmdir()  # only if empty: another step of the run may still use it
+    return result
+
+
+def _drill_in(storage, manifest, stage_dir: Path, work: Path, assertion_files, server_major, jobs: int,
+              result: DrillResult) -> None:
+    archive, plain = work / "archive", work / "plain.dump"
+    with _on_stage(stage_dir, manifest):
+        _check_space(stage_dir, manifest)
         try:
             download_verified(storage, manifest, archive)
+            globals_sql = read_globals(storage, manifest)
             with open(archive, "rb") as src, open(plain, "wb") as dst:
                 decompress_stream(src, dst, manifest["compression"]["codec"])
-        except BackupPipelineError as exc:
+        except VerifyError as exc:
             result.reasons.append(str(exc))
-            return result
+            return
+        except StorageError as exc:
+            if _local_os_error(exc):
+                raise
+            missing = _missing_object(storage, manifest)
+            if missing is None:
+                raise DrillError(f"could not download backup {result.backup_id}: {exc}") from None
+            result.reasons.append(f"{missing} is missing from storage although its manifest is there: "
+                                  "the backup is incomplete; do not restore it, take a new backup")
+            return
         archive.unlink()
-        globals_sql = storage.get_bytes(manifest["globals"]["key"]).decode() if manifest.get("globals") else None
-        source_major = int(manifest["server_version"].split(".")[0])
-        with EphemeralPostgres(server_major, min_major=None if server_major else source_major) as server:
+    source_major = int(manifest["server_version"].split(".")[0])
+    try:
+        server = EphemeralPostgres(server_major, min_major=None if server_major else source_major).start()
+    except PgToolError as exc:
+        raise DrillError(f"the throwaway PostgreSQL for the drill would not start: {exc}") from None
+    try:
+        with _on_stage(stage_dir, manifest):
             _restore_and_check(server, manifest, plain, globals_sql, assertion_files, jobs, result)
-    return result
+    except (PgToolError, ConnectionFailed, psycopg.OperationalError) as exc:
+        raise DrillError(f"the drill server stopped answering during the drill: {_one_line(exc)}") from None
+    finally:
+        server.stop()
+    if any(_NO_SPACE in e for e in result.restore_errors):
+        # The drill server's disk, not the backup: no verdict.
+        raise DrillError(f"the drill server ran out of disk space in {tempfile.gettempdir()} while restoring: "
+                         "free space there (or set TMPDIR to a larger disk) and drill again")
+
+
+def _missing_object(storage: Storage, manifest: dict) -> str | None:
+    """The uri of the backup's archive or roles file if storage says it is gone; None if storage cannot say."""
+    keys = [manifest["archive"]["key"], *([manifest["globals"]["key"]] if manifest.get("globals") else [])]
+    try:
+        return next((storage.uri(k) for k in keys if not storage.exists(k)), None)
+    except StorageError:
+        return None
+
+
+def _local_os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind exc if it is a failure of the local disk (full, quota, I/O error)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _needed_bytes(manifest: dict) -> int:
+    archive = manifest["archive"]
+    # Archive and decompressed dump sit on the stage together until the archive is deleted.
+    return archive["size_bytes"] + (archive.get("uncompressed_size_bytes") or archive["size_bytes"])
+
+
+def _stage_full(stage: Path, manifest: dict, errno_name: str = "ENOSPC") -> DrillError:
+    needed, free = _needed_bytes(manifest), _free_bytes(stage)
+    # Enough bytes free afterwards: something else filled the disk meanwhile, or it has no inodes left.
+    why = "" if free < needed else " (the disk filled up during the drill or has no inodes left)"
+    return DrillError(
+        f"no space for the drill in stage {stage} ({errno_name}): it needs {needed} bytes ({_mib(needed)}), "
+        f"{free} bytes ({_mib(free)}) are free{why}: set BACKUP_STAGE_DIR to a folder on a larger disk"
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MiB"
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0
+
+
+def _check_space(stage: Path, manifest: dict) -> None:
+    if _free_bytes(stage) < _needed_bytes(manifest):
+        raise _stage_full(stage, manifest)
+
+
+@contextlib.contextmanager
+def _on_stage(stage: Path, manifest: dict) -> Iterator[None]:
+    """Turn a full or failing stage disk (ENOSPC, EDQUOT, EIO) into a DrillError naming the stage and the fix."""
+    try:
+        yield
+    except (OSError, StorageError) as exc:
+        cause = _local_os_error(exc)
+        if cause is None:
+            raise
+        if cause.errno == errno.EIO:
+            raise DrillError(f"I/O error on the drill stage {stage}: {cause}; check that disk or "
+                             "set BACKUP_STAGE_DIR to a folder on another one") from None
+        raise _stage_full(stage, manifest, errno.errorcode.get(cause.errno, "ENOSPC")) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]
 
 
 def _restore_and_check(server, manifest, plain: Path, globals_sql, assertion_files, jobs: int, result: DrillResult) -> None:

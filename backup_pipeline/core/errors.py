@@ -41,6 +41,14 @@ class VerifyError(BackupPipelineError):
     """A backup did not match its manifest (checksum, size, row counts)."""
 
 
+class DrillError(BackupPipelineError):
+    """A restore drill could not run (storage unreachable, no disk, no server): no verdict on the backup; retry."""
+
+
+class IdentityMissing(DrillError):
+    """An age-encrypted backup and no key that opens it: a drill cannot run (no verdict); a restore refuses."""
+
+
 class BusyError(BackupPipelineError):
     """Another backup or restore holds the database; retry later."""
 

@@ -1,5 +1,8 @@
 """Drills and verification in core: what a drill catches, and that its server always goes away."""
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,12 +32,24 @@ def _publish(dsn: str, tmp_path: Path, target: str = "shop"):
     return storage, names, manifest
 
 
-def _drill_servers() -> set[int]:
+@pytest.fixture
+def drill_tmp(monkeypatch) -> Iterator[Path]:
+    """A temp folder of this test's own for drill servers, so servers of tests running alongside do not count."""
+    path = Path(tempfile.mkdtemp(prefix="drill-tmp-", dir="/tmp"))
+    path.chmod(0o755)  # the servers run as nobody
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _drill_servers(under: Path) -> set[int]:
+    """postgres processes of drill servers whose data directory is in under."""
     return {p.pid for p in psutil.process_iter(["name", "cmdline"])
-            if p.info["name"] == "postgres" and any("bp-pg" in a and "/data" in a for a in (p.info["cmdline"] or []))}
+            if p.info["name"] == "postgres" and any(a.startswith(str(under)) and "bp-pg" in a and "/data" in a
+                                                    for a in (p.info["cmdline"] or []))}
 
 
-def test_drill_passes_and_runs_assertions(source_dsn, tmp_path):
+def test_drill_passes_and_runs_assertions(source_dsn, tmp_path, drill_tmp):
     storage, names, _ = _publish(source_dsn, tmp_path)
     checks = tmp_path / "asserts.sql"
     checks.write_text(
@@ -44,27 +59,25 @@ def test_drill_passes_and_runs_assertions(source_dsn, tmp_path):
         "-- name: no negative prices\nSELECT bool_and(price_cents >= 0) AS ok FROM public.products;\n"
         "-- name: impossible\nSELECT false AS ok;\n"
     )
-    before = _drill_servers()
     result = drill_backup(storage, names.manifest, stage_dir=tmp_path / "drill", assertion_files=[checks])
     assert result.restorable and result.row_counts_match and result.comparison.ok
     assert [(a.name, a.ok) for a in result.assertions] == [
         ("every order has items", True), ("no negative prices", True), ("impossible", False)]
     assert not result.passed and "assertion 'impossible'" in result.reason
     assert result.restore_seconds > 0 and result.restored_bytes > 0
-    assert _drill_servers() == before and not list((tmp_path / "drill").iterdir())
+    assert not _drill_servers(drill_tmp) and not (tmp_path / "drill").exists()
 
 
-def test_a_flipped_byte_fails_the_drill_before_any_server_starts(source_dsn, tmp_path):
+def test_a_flipped_byte_fails_the_drill_before_any_server_starts(source_dsn, tmp_path, drill_tmp):
     storage, names, manifest = _publish(source_dsn, tmp_path)
     archive = Path(storage.root) / manifest["archive"]["key"]
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0x01
     archive.write_bytes(bytes(data))
-    before = _drill_servers()
     result = drill_backup(storage, names.manifest, stage_dir=tmp_path / "drill")
     assert not result.passed and not result.restorable
     assert "does not match its manifest" in result.reason and "corrupt" in result.reason
-    assert _drill_servers() == before
+    assert not _drill_servers(drill_tmp) and not list(drill_tmp.iterdir())
 
 
 def test_verify_catches_a_table_altered_after_the_dump(source_dsn, restore_server, tmp_path):
