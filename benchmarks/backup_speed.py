@@ -317,7 +317,7 @@ def run_job(server: EphemeralPostgres, endpoint: str, bucket: str, work: Path,
     env = {
         **clean_env(),
         **write_job_config(home, bucket_url, codec, level, drill),
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{server.port}/{DBNAME}",
+        "DATABASE_URL": server.dsn(DBNAME),
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,

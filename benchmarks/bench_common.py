@@ -58,9 +58,9 @@ def clean_env() -> dict[str, str]:
 
 
 def pg_env(server: EphemeralPostgres) -> dict[str, str]:
-    """libpq connection variables for the bench database (trust auth: no password anywhere)."""
+    """libpq connection variables for the bench database (the server's random password in the environment only)."""
     return {**clean_env(), "PGHOST": "127.0.0.1", "PGPORT": str(server.port), "PGUSER": "postgres",
-            "PGDATABASE": DBNAME}
+            "PGDATABASE": DBNAME, "PGPASSWORD": server.password}
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -207,8 +207,8 @@ def run_bare(backup: Backup, pg_restore: str, work: Path, jobs: int, scale: int,
             start_s, _ = timed(server.start)
             createdb_s, dsn = timed(lambda: server.create_database(RESTORE_DB))
             restore_s, _ = timed(lambda: run_checked(
-                [pg_restore, "--no-password", f"--jobs={jobs}", f"--dbname={dsn}", str(plain)],
-                "bare pg_restore", env=clean_env()))
+                [pg_restore, "--no-password", f"--jobs={jobs}", f"--dbname={server.dsn(RESTORE_DB, password='')}",
+                 str(plain)], "bare pg_restore", env={**clean_env(), "PGPASSWORD": server.password}))
             # Untimed sanity check that the data is really there.
             with psycopg.connect(dsn) as conn:
                 branches = conn.execute("SELECT count(*) FROM pgbench_branches").fetchone()[0]
