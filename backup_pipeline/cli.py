@@ -10,6 +10,7 @@ import os
 import json
 import re
 import sys
+from datetime import UTC, datetime, timedelta
 
 from backup_pipeline.core.config import BACKUP_TYPES
 from backup_pipeline.core.errors import BackupNotFound, BackupPipelineError
@@ -37,15 +38,51 @@ def _check_listed_target(name: str | None) -> None:
         settings.target(name)  # raises the unknown-target error naming the configured ones
 
 
+def _full_dagster_home(exc: BaseException | None = None) -> str | None:
+    from backup_pipeline.core.diskspace import full_disk_message
+
+    return full_disk_message(os.environ.get("DAGSTER_HOME"), "DAGSTER_HOME", exc)
+
+
+def _record_cut_short(target: str, started: datetime, message: str) -> None:
+    """Mark what this command's run left behind as failed, if the history can still be written."""
+    from backup_pipeline.launch import history
+
+    try:
+        store = history()
+        for record in store.list(target=target, limit=5):
+            if record.timestamp < started - timedelta(seconds=1):
+                continue
+            if record.status == "running":
+                store.fail(record.id, message)
+            elif record.status == "failed" and message not in (record.error or ""):
+                store.fail(record.id, f"{message} ({record.error})", finished_at=record.finished_at,
+                           duration_seconds=record.duration_seconds)
+            elif record.status == "completed" and record.verification_status == "pending":
+                store.set_verification(record.id, "failed", f"the run stopped before verifying it: {message}")
+    except Exception:  # noqa: BLE001 - the history may live on the same full disk; the error line still goes out
+        pass
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from backup_pipeline.core.config import load_settings
     from backup_pipeline.launch import backup_json, run_backup
 
     # An unknown target or a bad targets file fails here, before a run is launched and recorded.
     load_settings().adhoc_target(args.target, dsn_env="--dsn" if args.dsn else None, storage_url=args.storage)
-    outcome, record = run_backup(
-        args.target, backup_type=args.type, dsn=args.dsn, storage_url=args.storage, verbose=args.verbose
-    )
+    started = datetime.now(UTC)
+    try:
+        outcome, record = run_backup(
+            args.target, backup_type=args.type, dsn=args.dsn, storage_url=args.storage, verbose=args.verbose
+        )
+    except Exception as exc:
+        if (message := _full_dagster_home(exc)) is None:
+            raise
+        _record_cut_short(args.target, started, message)
+        return _fail(message, [args.dsn])
+    if not outcome.success and (message := _full_dagster_home()):
+        _record_cut_short(args.target, started, message)
+        return _fail(message, [args.dsn])
     if args.json and record is not None:
         _print_json(backup_json(record))
     elif record is not None and outcome.success:
@@ -58,8 +95,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from backup_pipeline.launch import backup_json, history
 
+    from backup_pipeline.defs.recovery import recover_outside_runs
+
     _check_listed_target(args.target)
-    records = history().list(target=args.target, limit=args.limit)
+    store = history()
+    recover_outside_runs(store)
+    records = store.list(target=args.target, limit=args.limit)
     if args.json:
         _print_json([backup_json(r) for r in records])
         return 0
@@ -100,7 +141,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
     from backup_pipeline.launch import backup_json, history, run_drill
 
     if args.backup_id:
-        history().get(args.backup_id)  # an unknown id fails here, before a run is launched
+        from backup_pipeline.core.drill import manifest_uri_of
+
+        manifest_uri_of(history().get(args.backup_id))  # an unknown id or an attempt without manifest fails here
     elif args.target:
         load_settings().target(args.target)
     outcome = run_drill(args.target, args.backup_id, verbose=args.verbose)
@@ -187,8 +230,12 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from backup_pipeline.launch import history
 
+    from backup_pipeline.defs.recovery import recover_outside_runs
+
     _check_listed_target(args.target)
-    rows = history().kpis(args.target)
+    store = history()
+    recover_outside_runs(store)
+    rows = store.kpis(args.target)
     if args.json:
         _print_json(rows)
         return 0
@@ -287,7 +334,9 @@ def cmd_retention(args: argparse.Namespace) -> int:
         print(f"sweep  {item['object']} (no manifest: interrupted upload)")
     for item in plan["incomplete_uploads"]:
         print(f"abort  unfinished multipart upload {item['key']} ({item['storage']})")
-    if not any(plan[k] for k in ("expire", "kept", "orphans", "incomplete_uploads")):
+    for item in plan.get("partial_files", []):
+        print(f"sweep  {item['file']} (temp file of a killed local upload)")
+    if not any(plan.get(k) for k in ("expire", "kept", "orphans", "incomplete_uploads", "partial_files")):
         print("nothing to expire")
     return 0
 
@@ -405,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), [getattr(args, "dsn", None), getattr(args, "to_dsn", None)])
     except KeyboardInterrupt:
         return _fail("interrupted")
+    except Exception as exc:
+        if (message := _full_dagster_home(exc)) is None:
+            raise
+        return _fail(message)
     finally:
         # Spare the interpreter a last collection over Dagster's large object graph at exit (~0.5 s).
         gc.freeze()

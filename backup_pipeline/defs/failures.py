@@ -5,7 +5,9 @@ redacted here. `from None` drops chained exceptions, whose text could hold a DSN
 """
 
 import contextlib
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 
@@ -21,14 +23,17 @@ def user_message(exc: BaseException, secrets: list[str] | None = None) -> str:
 
 
 @contextlib.contextmanager
-def failing_as(history: HistoryStore | None = None, backup_id: str | None = None, secrets: list[str] | None = None) -> Iterator[None]:
-    """Record any error as the attempt's failure, then fail the step with its message."""
+def failing_as(history: HistoryStore | None = None, backup_id: str | None = None, secrets: list[str] | None = None,
+               cleanup: Path | None = None) -> Iterator[None]:
+    """Record any error as the attempt's failure, delete cleanup (the run's stage), then fail the step."""
     try:
         yield
     except (dg.Failure, dg.RetryRequested):
         raise
     except Exception as exc:  # noqa: BLE001 - every failure must be recorded
         message = user_message(exc, secrets)
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
         if history is not None and backup_id is not None:
             history.fail(backup_id, message)
         raise dg.Failure(description=message, allow_retries=False) from None

@@ -14,11 +14,14 @@ from backup_pipeline.core.archive import BackupNames
 from backup_pipeline.core.backup import StagedBackup, build_manifest, publish
 from backup_pipeline.core.config import check_backup_type
 from backup_pipeline.core.dump import dump_database
+from backup_pipeline.core.encryption import recipients_for
 from backup_pipeline.core.errors import StorageError
 from backup_pipeline.core.history import COMPLETED
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline.defs.backup.metadata import backup_metadata, kpi_metadata
+from backup_pipeline.core.liveness import pause_if_asked
 from backup_pipeline.defs.failures import failing_as, user_message
+from backup_pipeline.defs.recovery import note_storage, start_run
 from backup_pipeline.resources import MIGRATION_EVENT_TAG, BackupSettings
 
 UPLOAD_RETRIES = 3
@@ -40,12 +43,14 @@ def dump(context: dg.OpExecutionContext, config: BackupConfig, backup_settings: 
         target = settings.adhoc_target(config.target, dsn_env=config.dsn_env, storage_url=config.storage_url)
         check_backup_type(config.type)
         history = backup_settings.history(settings)
+    start_run(context, settings, history)
+    note_storage(context, target.name, target.storage_url)
     record = history.start(
         target=target.name, type=config.type, dagster_run_id=context.run_id, retention_days=target.retention_days
     )
     if event_id := context.get_tag(MIGRATION_EVENT_TAG):
         history.update_migration_event(event_id, status="launched", backup_id=record.id, dagster_run_id=context.run_id)
-    with failing_as(history, record.id):
+    with failing_as(history, record.id, cleanup=backup_settings.stage_dir(settings, context.run_id)):
         conn = PgConn.parse(target.dsn(), what=f"database URL of target {target.name!r} ({target.dsn_env})")
         storage = backup_settings.storage(settings, target.storage_url)
         storage.check()  # a missing bucket fails now, not after an hour of dumping
@@ -57,6 +62,7 @@ def dump(context: dg.OpExecutionContext, config: BackupConfig, backup_settings: 
             names,
             pg_bin_dir=target.pg_bin_dir,
             level=target.compression_level,
+            recipients=recipients_for(target),
         )
     for warning in result.warnings:
         context.log.warning(warning)
@@ -80,7 +86,8 @@ def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings
     if history.get(staged.backup_id).status == COMPLETED:
         context.log.info(f"Backup {staged.backup_id} is already uploaded and recorded; nothing to do")
         return staged
-    with failing_as(history, staged.backup_id):
+    # A permanent failure (after the last retry) deletes the staged archive; a retry needs it.
+    with failing_as(history, staged.backup_id, cleanup=backup_settings.stage_dir(settings, context.run_id)):
         storage = backup_settings.storage(settings, staged.target.storage_url)
         manifest = build_manifest(
             backup_id=staged.backup_id,
@@ -92,6 +99,7 @@ def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings
         )
         try:
             published = publish(storage, staged.names, staged.dump, manifest)
+            pause_if_asked("after-publish")
         except StorageError as exc:
             # Directly invoked ops (tests, notebooks) have no retry count: treat as the first attempt.
             attempt = getattr(context, "retry_number", 0)

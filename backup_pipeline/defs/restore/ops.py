@@ -20,6 +20,7 @@ from backup_pipeline.core.history import COMPLETED, VERIFIED
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline.core.restore import restore_from_storage, user_relations
 from backup_pipeline.defs.failures import failing_as
+from backup_pipeline.defs.recovery import note_storage, start_run
 from backup_pipeline.resources import BackupSettings
 
 
@@ -69,6 +70,7 @@ def safety_backup(context: dg.OpExecutionContext, config: RestoreConfig, backup_
     with failing_as():
         settings = backup_settings.load()
         history = backup_settings.history(settings)
+        start_run(context, settings, history)
         record = _backup_to_restore(history, config)
         destination = resolve_destination(
             settings, to_target=config.to_target, to_dsn_env=config.to_dsn_env, confirm=config.confirm
@@ -80,6 +82,7 @@ def safety_backup(context: dg.OpExecutionContext, config: RestoreConfig, backup_
             base, _key = split_backup_uri(record.manifest_uri)
             target = destination.target or Target(name=destination.name, dsn_env="", storage_url=base)
             context.log.info(f"{destination.where} holds {len(existing)} relations: taking a pre-restore backup first")
+            note_storage(context, target.name, target.storage_url)
             safety = take_backup(
                 target, destination.dsn, backup_settings.storage(settings, target.storage_url), history,
                 backup_type="pre-restore", stage_dir=backup_settings.stage_dir(settings, context.run_id) / "safety",

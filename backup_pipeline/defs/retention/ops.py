@@ -6,6 +6,7 @@ import dagster as dg
 
 from backup_pipeline.core.retention import RetentionPlan, apply_retention, find_incomplete, plan_retention
 from backup_pipeline.defs.failures import failing_as
+from backup_pipeline.defs.recovery import start_run
 from backup_pipeline.resources import BackupSettings
 
 
@@ -21,6 +22,7 @@ def apply_retention_policy(context: dg.OpExecutionContext, config: RetentionConf
     with failing_as():
         settings = backup_settings.load()
         history = backup_settings.history(settings)
+        start_run(context, settings, history)
         now = datetime.now(UTC)
         targets = [config.target] if config.target else sorted(settings.targets)
         for name in targets:
