@@ -1,15 +1,32 @@
-"""Restoring an archive into a database: roles first, then pg_restore.
+"""Restoring an archive into a real database, atomically: the tool itself commits.
 
 pg_dump does not carry roles, so the roles file stored beside each archive is
-replayed first, but only for roles the destination lacks: an existing role is
-never altered. The archive is decompressed as a stream straight into
-pg_restore's stdin (one job), or into a temporary file when parallel jobs are
-asked for, since `pg_restore -j` needs a seekable file.
+replayed first, for roles the destination lacks only (an existing role is never
+altered). Roles are cluster-wide and created before, outside the transaction: a
+restore that then fails may leave a created role behind, which is harmless.
+
+The design decision: psql runs WITHOUT --single-transaction, and this process
+holds the transaction. It writes BEGIN, the emptying SQL (replace), pg_restore's
+script, then a query counting every table in the same session; only when the
+counts equal the manifest's does it write COMMIT. psql at end of input never
+commits, so if this process dies at any moment before COMMIT (OOM killer, closed
+terminal), the server rolls the whole restore back; psql and pg_restore die with
+it (PR_SET_PDEATHSIG). The archive is decompressed as a stream straight into
+pg_restore's stdin, so no plaintext copy lands on disk. That costs parallel
+`pg_restore -j`, which one transaction cannot have anyway (drills keep it).
 """
 
+import ctypes
+import json
+import os
+import queue
 import re
+import secrets
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +35,9 @@ from typing import BinaryIO
 import psycopg
 from psycopg import sql
 
-from .archive import decompress_stream
-from .backup import download_verified, read_manifest
-from .dump import count_rows, server_version, tools_for
+from .archive import CHUNK, decompress_stream
+from .backup import download_verified, read_globals, read_manifest
+from .dump import _TABLES_SQL, server_version, tools_for
 from .errors import RestoreError
 from .locks import lock_database
 from .pgconn import PgConn
@@ -48,6 +65,7 @@ class RestoreResult:
     roles_created: list[str]
     duration_seconds: float
     warnings: list[str] = field(default_factory=list)
+    row_counts: dict[str, int] = field(default_factory=dict)  # counted inside the transaction, before COMMIT
 
 
 def _unquote(ident: str) -> str:
@@ -103,12 +121,16 @@ def restore_archive(
     jobs: int = 1,
     replace: bool = False,
     stage_dir: Path | None = None,
+    expected_row_counts: dict[str, int] | None = None,
 ) -> RestoreResult:
-    """Restore a compressed custom-format archive (a readable stream) into the database at to_dsn.
+    """Restore a compressed custom-format archive (a readable stream) into the database at to_dsn, in ONE transaction.
 
-    By default the destination must be empty. With replace=True everything the
-    destination holds is dropped and the archive restored in ONE transaction
-    (see `_replace`): on any error nothing in the destination changes.
+    By default the destination must be empty; with replace=True everything it
+    holds is dropped first, in the same transaction. The tables of
+    expected_row_counts are counted before COMMIT and a difference rolls the
+    restore back. On any error, or if this process dies, the destination is left
+    as it was (roles created first excepted). `jobs` and `stage_dir` are accepted
+    for callers written before: one transaction has one session and needs no file.
     """
     conn = PgConn.parse(to_dsn, what="destination URL")
     started = time.monotonic()
@@ -130,24 +152,11 @@ def restore_archive(
         created, warnings = create_missing_roles(pg, globals_sql) if globals_sql else ([], [])
         if globals_sql is None:
             warnings.append("the backup has no roles file: objects owned by roles missing here will fail to restore")
-
-        args = [tools.path("pg_restore"), "--no-password", "--exit-on-error",
-                f"--dbname={psycopg.conninfo.make_conninfo(dbname=conn.dbname)}"]
-        env = conn.subprocess_env()
-        if replace:
-            result, stderr = _replace(tools, env, conn, archive, codec, empty_database_sql(pg), major, stage_dir)
-        elif jobs > 1:
-            with tempfile.NamedTemporaryFile(dir=stage_dir, suffix=".dump") as plain:
-                decompress_stream(archive, plain, codec)
-                plain.flush()
-                result = subprocess.run(args + [f"--jobs={jobs}", plain.name], capture_output=True, env=env)
-                stderr = result.stderr
-        else:
-            result, stderr = _restore_from_stream(args, env, archive, codec)
-    if result.returncode != 0:
-        tail = redact_text(stderr.decode(errors="replace").strip(), conn.secrets())[-1500:]
-        unchanged = " (nothing was changed: the restore ran in one transaction)" if replace else ""
-        raise RestoreError(f"pg_restore into {conn.where} failed{unchanged}: {tail}")
+        if jobs > 1:
+            warnings.append(f"jobs={jobs} ignored: a restore into a real database runs as one transaction, one session")
+        pre_sql = empty_database_sql(pg) if replace else ""
+        # The advisory lock above stays held by `pg` until the transaction below has ended.
+        counts = _restore_in_one_transaction(tools, conn, archive, codec, pre_sql, major, expected_row_counts)
     return RestoreResult(
         destination=conn.where,
         server_version=version,
@@ -155,6 +164,7 @@ def restore_archive(
         roles_created=created,
         duration_seconds=time.monotonic() - started,
         warnings=warnings,
+        row_counts=counts,
     )
 
 
@@ -186,67 +196,201 @@ def empty_database_sql(pg: psycopg.Connection) -> str:
     return "\n".join(r[0] for r in rows) + "\n"
 
 
-def _replace(tools, env: dict, conn: PgConn, archive: BinaryIO, codec: str, pre_sql: str, server_major: int,
-             stage_dir: Path | None):
-    """Empty the database and restore the archive as one psql transaction.
+_UNCHANGED = "nothing was changed: the restore ran in one transaction"
+_PAUSE_BEFORE_COMMIT_ENV = "BACKUP_PIPELINE_TEST_PAUSE_BEFORE_COMMIT"  # test hook: seconds to sleep before COMMIT
+_PR_SET_PDEATHSIG = 1
 
-    pg_restore's own --clean cannot drop partitioned tables' inherited
-    constraints, and its --single-transaction cannot include the emptying, so
-    pg_restore writes a script that psql runs after the DROPs, all in one
-    transaction with ON_ERROR_STOP. pg_restore >= 17 writes
-    `SET transaction_timeout`, which servers <= 16 reject, so that line is
-    dropped for them.
+
+def _die_with_parent():
+    """preexec_fn: the child gets SIGKILL when this process dies, so no psql can outlive its restore.
+
+    Linux sends it when the forking thread ends; restores wait for their children in that thread.
     """
-    skip_timeout = server_major < 17 <= tools.major
-    with tempfile.NamedTemporaryFile(dir=stage_dir, suffix=".dump") as plain, tempfile.TemporaryFile() as err:
-        decompress_stream(archive, plain, codec)
-        plain.flush()
-        psql = subprocess.Popen(
-            [tools.path("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password",
-             f"--dbname={psycopg.conninfo.make_conninfo(dbname=conn.dbname)}"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env,
-        )
-        script = subprocess.Popen([tools.path("pg_restore"), "-f", "-", plain.name], stdout=subprocess.PIPE,
-                                  stderr=err, env=env)
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class _Feeder(threading.Thread):
+    """Decompresses the archive into pg_restore's stdin; keeps what went wrong for the main thread."""
+
+    def __init__(self, archive: BinaryIO, sink: BinaryIO, codec: str):
+        super().__init__(daemon=True)
+        self.archive, self.sink, self.codec = archive, sink, codec
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
         try:
-            psql.stdin.write(pre_sql.encode())
-            for line in script.stdout:
-                if not (skip_timeout and line.startswith(b"SET transaction_timeout")):
-                    psql.stdin.write(line)
+            decompress_stream(self.archive, self.sink, self.codec)
+        except BrokenPipeError:
+            pass  # pg_restore stopped early; its exit code and stderr say why
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+            self.error = exc
+        finally:
+            try:
+                self.sink.close()
+            except BrokenPipeError:
+                pass
+
+
+class _Markers(threading.Thread):
+    """Reads psql's stdout so it never blocks on a full pipe, keeping only the lines this restore asked for."""
+
+    def __init__(self, stream: BinaryIO, prefix: bytes):
+        super().__init__(daemon=True)
+        self.stream, self.prefix, self.lines = stream, prefix, queue.Queue()
+
+    def run(self) -> None:
+        try:
+            for line in self.stream:
+                if line.startswith(self.prefix):
+                    self.lines.put(line[len(self.prefix):].rstrip(b"\n"))
+        finally:
+            self.lines.put(None)
+
+    def next(self) -> bytes | None:
+        """The next marker line (after its prefix), or None once psql has exited."""
+        return self.lines.get()
+
+
+def _tables_sql(prefix: str) -> bytes:
+    """A query printing `<prefix>tables [...]`: one `SELECT name, count(*)` per table the dump counts, quoted by the server."""
+    per_table = "pg_catalog.format('SELECT %L AS t, count(*) AS n FROM %I.%I', t.nspname || '.' || t.relname, t.nspname, t.relname)"
+    return (f"SET row_security = off;\nSELECT '{prefix}tables ' || coalesce(pg_catalog.jsonb_agg({per_table})::text, '[]')\n"
+            f"FROM ({_TABLES_SQL}) t;\n").encode()
+
+
+def _counts_sql(prefix: str, per_table: list[str]) -> bytes:
+    """One query printing `<prefix>counts {"schema.table": n, ...}`; jsonb's text never spans lines."""
+    if not per_table:
+        return f"SELECT '{prefix}counts {{}}';\n".encode()
+    union = "\nUNION ALL ".join(per_table)
+    return f"SELECT '{prefix}counts ' || coalesce(pg_catalog.jsonb_object_agg(c.t, c.n)::text, '{{}}') FROM (\n{union}\n) c;\n".encode()
+
+
+_HEADER = (b"SET ", b"SELECT pg_catalog.set_config", b"--", b"\\")
+_TAIL = 64 * 1024  # far more than what follows pg_restore's final COMMIT (a comment and \unrestrict)
+_SCRIPT_COMMIT = b"\nCOMMIT;\n"
+
+
+def _copy_script(src: BinaryIO, dst: BinaryIO, skip_timeout: bool) -> bool:
+    """Copy `pg_restore --single-transaction -f -`'s script to psql without its BEGIN and its COMMIT.
+
+    --single-transaction keeps pg_restore from writing BEGIN/COMMIT around large
+    objects mid-script, and puts one BEGIN after its header and one COMMIT at
+    its end instead: this process holds the transaction, so the header is read
+    line by line to drop that BEGIN (and pg_restore 17's `SET transaction_timeout`,
+    which servers <= 16 reject), the rest is copied in chunks, and the last 64 KiB
+    are held back to drop the final COMMIT. Returns False (the tail unsent) when there is no such COMMIT.
+    """
+    for line in src:
+        if skip_timeout and line.startswith(b"SET transaction_timeout"):
+            continue
+        if line == b"BEGIN;\n":
+            break
+        dst.write(line)
+        if line.strip() and not line.startswith(_HEADER):
+            break
+    held = b""
+    while chunk := src.read(CHUNK):
+        held += chunk
+        if len(held) > 2 * _TAIL:
+            dst.write(held[:-_TAIL])
+            held = held[-_TAIL:]
+    cut = held.rfind(_SCRIPT_COMMIT)
+    after = held[cut + len(_SCRIPT_COMMIT):] if cut >= 0 else b""
+    if cut < 0 or any(line.strip() and not line.startswith((b"--", b"\\")) for line in after.splitlines()):
+        return False
+    dst.write(held[:cut + 1] + after)
+    return True
+
+
+def _restore_in_one_transaction(tools, conn: PgConn, archive: BinaryIO, codec: str, pre_sql: str, server_major: int,
+                                expected: dict[str, int] | None) -> dict[str, int]:
+    """BEGIN, pre_sql, pg_restore's script, count, compare, COMMIT: see the module docstring. Returns the counts."""
+    prefix = f"bp-{secrets.token_hex(8)}-"
+    env = conn.subprocess_env()
+    env.setdefault("PGAPPNAME", "backup_pipeline restore")
+    dbname = f"--dbname={psycopg.conninfo.make_conninfo(dbname=conn.dbname)}"
+    with tempfile.TemporaryFile() as err:
+        psql = subprocess.Popen(
+            [tools.path("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "--no-password", dbname],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env, preexec_fn=_die_with_parent(),
+        )
+        script = subprocess.Popen([tools.path("pg_restore"), "--single-transaction", "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=err, env=env, preexec_fn=_die_with_parent())
+        feeder, markers = _Feeder(archive, script.stdin, codec), _Markers(psql.stdout, prefix.encode())
+        feeder.start()
+        markers.start()
+        counts: dict[str, int] | None = None
+        commit_sent = committed = whole = False
+        try:
+            psql.stdin.write(b"BEGIN;\n" + pre_sql.encode())
+            whole = _copy_script(script.stdout, psql.stdin, server_major < 17 <= tools.major)
+            script.wait()
+            feeder.join()
+            if whole and script.returncode == 0 and feeder.error is None:
+                psql.stdin.write(_tables_sql(prefix))
+                psql.stdin.flush()
+                if (line := markers.next()) is not None:
+                    psql.stdin.write(_counts_sql(prefix, json.loads(line.removeprefix(b"tables "))))
+                    psql.stdin.flush()
+                    if (line := markers.next()) is not None:
+                        counts = json.loads(line.removeprefix(b"counts "))
+            mismatches = compare_counts(expected, counts) if counts is not None and expected else {}
+            if mismatches:
+                psql.stdin.write(b"ROLLBACK;\n")
+                raise RestoreError(
+                    f"restored row counts differ from the manifest in {conn.where}: "
+                    + ", ".join(f"{t}: expected {e}, got {a}" for t, (e, a) in list(mismatches.items())[:10])
+                    + f"; the restore was rolled back, so {_UNCHANGED}: drill this backup or restore another one"
+                )
+            if counts is not None:
+                if pause := os.environ.get(_PAUSE_BEFORE_COMMIT_ENV):
+                    print(f"backup_pipeline: pausing {pause}s before COMMIT", file=sys.stderr, flush=True)
+                    time.sleep(float(pause))
+                commit_sent = True
+                psql.stdin.write(f"COMMIT;\nSELECT '{prefix}committed';\n".encode())
+                psql.stdin.flush()
+                committed = markers.next() == b"committed"
         except BrokenPipeError:
             pass  # psql stopped at the first error; its exit code and stderr say why
         finally:
-            script.stdout.close()
-            script.wait()
-            try:
-                psql.stdin.close()
-            except BrokenPipeError:
-                pass
+            # psql's input ending without COMMIT ends its session, and the server rolls the restore back.
+            for pipe in (psql.stdin, script.stdout):
+                try:
+                    pipe.close()
+                except BrokenPipeError:
+                    pass
             psql.wait()
+            if script.poll() is None:
+                script.kill()
+            script.wait()
+            feeder.join()
+            markers.join()
+        if committed:
+            return counts
+        if commit_sent and psql.returncode == 0:
+            raise RestoreError(
+                f"psql ended without confirming the COMMIT into {conn.where}: check whether it holds the backup's "
+                "tables and row counts, and restore again if not"
+            )
+        if feeder.error is not None:
+            raise feeder.error
         err.seek(0)
-        stderr = err.read()
-    failed = psql if psql.returncode != 0 else script
-    return failed, stderr
-
-
-def _restore_from_stream(args: list[str], env: dict, archive: BinaryIO, codec: str):
-    with tempfile.TemporaryFile() as stderr_file:
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=stderr_file, env=env)
-        try:
-            decompress_stream(archive, proc.stdin, codec)
-        except BrokenPipeError:
-            pass  # pg_restore stopped early; its exit code and stderr say why
-        except BaseException:
-            proc.kill()
-            raise
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            proc.wait()
-        stderr_file.seek(0)
-        return proc, stderr_file.read()
+        tail = redact_text(err.read().decode(errors="replace").strip(), conn.secrets())[-1500:]
+        if not whole and script.returncode == 0 and psql.poll() == 0:
+            raise RestoreError(f"pg_restore {tools.version}'s script for {conn.where} does not end with its COMMIT, "
+                               f"so {_UNCHANGED}: set pg_bin_dir to a PostgreSQL release this version was tested with")
+        raise RestoreError(f"pg_restore into {conn.where} failed ({_UNCHANGED}): {tail or 'psql ended early'}")
 
 
 def create_database(admin_dsn: str, name: str) -> str:
@@ -261,7 +405,7 @@ def create_database(admin_dsn: str, name: str) -> str:
 
 @dataclass
 class RestoredBackup:
-    """A restore from storage, with the restored row counts compared to the manifest."""
+    """A restore from storage whose row counts matched the manifest before COMMIT (so mismatches stays empty)."""
 
     backup_id: str
     manifest: dict
@@ -279,8 +423,9 @@ class RestoredBackup:
 
 
 def compare_counts(expected: dict[str, int], actual: dict[str, int]) -> dict[str, tuple[int | None, int | None]]:
-    names = set(expected) | set(actual)
-    return {n: (expected.get(n), actual.get(n)) for n in sorted(names) if expected.get(n) != actual.get(n)}
+    """Tables of expected whose count differs (None: missing). Tables the manifest lacks are not judged:
+    the dump could not count them (no SELECT privilege), or they are extension members it does not dump."""
+    return {n: (expected[n], actual.get(n)) for n in sorted(expected) if expected[n] != actual.get(n)}
 
 
 def restore_from_storage(
@@ -293,16 +438,15 @@ def restore_from_storage(
     jobs: int = 1,
     replace: bool = False,
 ) -> RestoredBackup:
-    """Download a backup (checking its sha256 first), restore it, and count the restored rows."""
+    """Download a backup (checking its sha256 first) and restore it; COMMIT only if its row counts match the manifest."""
     manifest = read_manifest(storage, manifest_key)
     stage_dir.mkdir(parents=True, exist_ok=True)
     local = stage_dir / Path(manifest["archive"]["key"]).name
     try:
         download_verified(storage, manifest, local)
-        globals_sql = None
-        if manifest.get("globals"):
-            globals_sql = storage.get_bytes(manifest["globals"]["key"]).decode()
+        globals_sql = read_globals(storage, manifest)
         with open(local, "rb") as f:
+            local.unlink()  # read through the open file: a killed restore leaves no archive behind
             result = restore_archive(
                 f,
                 manifest["compression"]["codec"],
@@ -314,18 +458,9 @@ def restore_from_storage(
                 jobs=jobs,
                 replace=replace,
                 stage_dir=stage_dir,
+                expected_row_counts=manifest.get("row_counts", {}),
             )
     finally:
         local.unlink(missing_ok=True)
-    with PgConn.parse(to_dsn, what="destination URL").connect() as pg:
-        pg.execute("SET row_security = off")
-        counts, _warnings = count_rows(pg)
-    return RestoredBackup(
-        backup_id=manifest["backup_id"],
-        manifest=manifest,
-        result=result,
-        row_counts=counts,
-        # Tables the backup does not know (only possible with replace) are the destination's own business.
-        mismatches=compare_counts(manifest.get("row_counts", {}), {t: n for t, n in counts.items()
-                                                                     if not replace or t in manifest.get("row_counts", {})}),
-    )
+    return RestoredBackup(backup_id=manifest["backup_id"], manifest=manifest, result=result,
+                          row_counts=result.row_counts, mismatches={})
