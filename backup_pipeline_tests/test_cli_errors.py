@@ -2,8 +2,11 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 from backup_pipeline.cli import main
 from backup_pipeline.core.errors import ConfigError
 from backup_pipeline.core.pgconn import PgConn
+from backup_pipeline_tests.fix_pg import SOURCE_PASSWORD
 from backup_pipeline.core.history import HistoryStore
 from backup_pipeline.core.history.models import KEEP_FOREVER
 
@@ -130,3 +134,55 @@ def test_verify_notices_a_manifest_edited_after_the_backup(home, backup_env, sou
     assert main(["history", "sync", "--target", "shop", "--storage", backup_env.local_storage_url]) == 0
     assert main(["verify", "--backup-id", backup["backup_id"]]) == 0
     assert "only the checksum was checked" in capsys.readouterr().out
+
+
+def _fill(directory: Path) -> None:
+    with open(directory / "filler", "ab") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def tiny_disk(tmp_path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: room for a fresh Dagster instance (~320 KiB) and little more."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.mark.slow  # two real backup attempts: ~20 s on 2 shared cores
+def test_a_full_dagster_home_is_one_line_and_the_cut_short_backup_is_failed(backup_env, source_dsn, tiny_disk):
+    env = {"DATABASE_URL": source_dsn, "BACKUP_STORAGE_URL": backup_env.local_storage_url}
+    full_home = tiny_disk / "full"
+    full_home.mkdir()
+    _fill(tiny_disk)
+    err = one_line_error(run("backup", "--target", "prod", DAGSTER_HOME=str(full_home), **env))
+    assert f"DAGSTER_HOME {full_home} is full" in err and "larger disk" in err
+    assert all(r.status == "failed" for r in backup_env.history().list(target="prod"))
+
+    # Now the disk fills up while pg_dump runs.
+    shutil.rmtree(full_home)
+    (tiny_disk / "filler").unlink()
+    home = tiny_disk / "home"
+    home.mkdir()
+    proc = subprocess.Popen([CLI, "backup", "--target", "prod"], env={**os.environ, **env, "DAGSTER_HOME": str(home)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    history = backup_env.history()
+    deadline = time.monotonic() + 60
+    while not history.list(target="prod", status="running") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _fill(tiny_disk)
+    _out, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and stderr.count("\n") == 1, stderr
+    assert f"DAGSTER_HOME {home} is full" in stderr and SOURCE_PASSWORD not in stderr
+    [record] = history.list(target="prod")
+    assert record.status == "failed" or record.verification_status == "failed", record
+    assert "is full" in (record.error or record.verification_detail)
