@@ -31,7 +31,14 @@ from pathlib import Path
 
 import psycopg
 
-from .ephemeral_leftovers import PREFIX, RUN_AS, stop_server_processes, sweep_leftover_servers, write_owner_record
+from .ephemeral_leftovers import (
+    PREFIX,
+    RUN_AS,
+    remove_server_dir,
+    stop_server_processes,
+    sweep_leftover_servers,
+    write_owner_record,
+)
 from .errors import PgToolError
 from .pgconn import PgConn
 from .pgtools import PgTools, server_tools
@@ -210,7 +217,10 @@ class EphemeralPostgres:
         self._stop_process()
         if self.data_dir.exists():
             stop_server_processes(self.data_dir)  # backends outliving a postmaster that was killed
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            remove_server_dir(self.root)
+        except OSError:
+            shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
         atexit.unregister(self.stop)
 

@@ -44,14 +44,15 @@ def owner_alive(record: dict) -> bool:
 
 
 def server_processes(data_dir: Path) -> list[psutil.Process]:
-    """The postgres processes (postmaster and backends) running in data_dir."""
-    target = os.path.realpath(data_dir)
+    """The postgres processes (postmaster, backends) running in data_dir, and an initdb still filling it."""
+    targets = {os.path.realpath(data_dir), os.path.realpath(data_dir.parent)}
     found = []
     for proc in psutil.process_iter(["name"]):
-        if not (proc.info["name"] or "").startswith("postgres"):
+        name = proc.info["name"] or ""
+        if not (name.startswith("postgres") or name == "initdb"):
             continue
         try:
-            if proc.cwd() == target:
+            if proc.cwd() in targets:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
@@ -73,6 +74,22 @@ def stop_server_processes(data_dir: Path) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=_STOP_GRACE_SECONDS)
+
+
+def remove_server_dir(root: Path) -> None:
+    """Delete a server directory, its owner record last: a removal cut short is finished by the next sweep."""
+    for entry in root.iterdir() if root.is_dir() else ():
+        if entry.name == OWNER_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    (root / OWNER_FILE).unlink(missing_ok=True)
+    try:
+        root.rmdir()
+    except OSError:
+        pass
 
 
 def _ours(path: Path) -> bool:
@@ -113,7 +130,10 @@ def sweep_leftover_servers(base_dir: str | Path | None = None) -> list[Path]:
         except OSError:
             continue  # vanished or unreadable: another sweep got there first
         stop_server_processes(root / "data")
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            remove_server_dir(root)
+        except OSError:
+            continue
         if not root.exists():
             removed.append(root)
     return removed
