@@ -3,20 +3,22 @@
 Compression runs on the pg_dump stream as it arrives (multithreaded zstd by
 default, gzip for compatibility with seed 003's `.dump.gz`), hashing the bytes
 that are stored, so no uncompressed copy ever touches the disk and memory stays
-bounded by the chunk size.
+bounded by the chunk size. With age recipients the compressed stream is
+encrypted (core/encryption.py) before it is hashed and written.
 """
 
 import gzip
 import hashlib
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, BinaryIO
 
 import zstandard
 
+from .encryption import encrypt_stream
 from .errors import ConfigError, VerifyError
 
 MANIFEST_FORMAT_VERSION = 1
@@ -81,8 +83,46 @@ class HashingWriter:
         self.raw.flush()
 
 
-def compress_stream(src: BinaryIO, dst: IO[bytes], codec: str, level: int, threads: int = -1) -> int:
-    """Copy src to dst compressed; returns the number of uncompressed bytes read."""
+class _CountingReader:
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.size = raw, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.size += len(data)
+        return data
+
+
+class _GzipReader:
+    """Readable gzip stream of src: compressed bytes come out as the encryptor pulls them."""
+
+    def __init__(self, src: BinaryIO, level: int):
+        self.src, self.buffer, self.pos, self.done = src, b"", 0, False
+        self.zobj = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip header and trailer
+
+    def read(self, n: int = -1) -> bytes:
+        while self.pos >= len(self.buffer) and not self.done:
+            chunk = self.src.read(CHUNK)
+            self.buffer = self.zobj.compress(chunk) if chunk else self.zobj.flush()
+            self.pos, self.done = 0, not chunk
+        end = len(self.buffer) if n < 0 else self.pos + n
+        data = self.buffer[self.pos:end]
+        self.pos += len(data)
+        return data
+
+
+def compress_stream(
+    src: BinaryIO, dst: IO[bytes], codec: str, level: int, threads: int = -1, recipients: Sequence[str] = ()
+) -> int:
+    """Copy src to dst compressed (then age-encrypted for recipients, if any); returns the uncompressed bytes read."""
+    if recipients:
+        counted = _CountingReader(src)
+        if codec == "zstd":
+            reader = zstandard.ZstdCompressor(level=level, threads=threads).stream_reader(counted, read_size=CHUNK)
+        else:
+            reader = _GzipReader(counted, level) if codec == "gzip" else counted
+        encrypt_stream(reader, dst, recipients)
+        return counted.size
     if codec == "zstd":
         cctx = zstandard.ZstdCompressor(level=level, threads=threads)
         read, _written = cctx.copy_stream(src, dst, read_size=CHUNK, write_size=CHUNK)

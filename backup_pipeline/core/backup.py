@@ -5,6 +5,8 @@ last, so a manifest in storage always means a complete backup. Anything
 without a manifest is an interrupted upload and is never listed as a backup.
 """
 
+import hashlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .config import Target
 from .archive import MANIFEST_FORMAT_VERSION, BackupNames, manifest_bytes, parse_manifest, sha256_of
 from .dump import DumpResult, dump_database
+from .encryption import decrypt_bytes, decrypt_stream, identities_for, is_encrypted, manifest_entry, recipients_for
 from .errors import VerifyError
 from .history.models import SOURCE_MANIFEST
 from .storage import Storage
@@ -70,6 +73,7 @@ def build_manifest(
         "dagster_run_id": dagster_run_id,
         "created_by": f"backup_pipeline {package_version()}",
         "warnings": dump.warnings,
+        "encryption": manifest_entry(dump.recipients),
     }
 
 
@@ -137,16 +141,41 @@ def check_manifest_against_record(manifest: dict, record: "BackupRecord", manife
 
 
 def download_verified(storage: Storage, manifest: dict, local: Path) -> None:
-    """Download the archive to local and check it against the manifest before anyone reads it."""
+    """Download the archive to local and check it against the manifest before anyone reads it.
+
+    An age-encrypted archive is checked as stored, then decrypted in place, so local always holds
+    the compressed dump; without a key that opens it, IdentityMissing is raised before downloading.
+    """
     key = manifest["archive"]["key"]
+    identities = identities_for(manifest) if is_encrypted(manifest) else None
     storage.download_file(key, local)
     with open(local, "rb") as f:
         digest, size = sha256_of(f)
     try:
         check_digest(storage.uri(key), digest, size, manifest["archive"])
-    except VerifyError:
+        if identities is not None:
+            plain = local.with_name(local.name + ".decrypting")
+            try:
+                with open(local, "rb") as src, open(plain, "wb") as dst:
+                    decrypt_stream(src, dst, identities, storage.uri(key))
+                os.replace(plain, local)
+            finally:
+                plain.unlink(missing_ok=True)
+    except BaseException:
         local.unlink(missing_ok=True)
         raise
+
+
+def read_globals(storage: Storage, manifest: dict) -> str | None:
+    """The backup's roles file, checked against the manifest and decrypted if it is encrypted; None if it has none."""
+    meta = manifest.get("globals")
+    if not meta:
+        return None
+    data = storage.get_bytes(meta["key"])
+    check_digest(storage.uri(meta["key"]), hashlib.sha256(data).hexdigest(), len(data), {"size_bytes": len(data), **meta})
+    if is_encrypted(manifest):
+        data = decrypt_bytes(data, identities_for(manifest), storage.uri(meta["key"]))
+    return data.decode()
 
 
 @dataclass(frozen=True)
@@ -185,7 +214,8 @@ def take_backup(
     try:
         storage.check()
         names = BackupNames.for_backup(target.name, record.timestamp, target.compression, record.id)
-        result = dump_database(dsn, stage_dir, names, pg_bin_dir=target.pg_bin_dir, level=target.compression_level)
+        result = dump_database(dsn, stage_dir, names, pg_bin_dir=target.pg_bin_dir, level=target.compression_level,
+                               recipients=recipients_for(target))
         manifest = build_manifest(backup_id=record.id, target=target.name, backup_type=backup_type, names=names,
                                   dump=result, dagster_run_id=dagster_run_id)
         published = publish(storage, names, result, manifest)

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .archive import check_codec
+from .encryption import parse_recipients
 from .errors import ConfigError
 from .storage import S3Settings
 from .targets_file import read_targets_file
@@ -81,6 +82,7 @@ class Target:
     keep_monthly: int | None = None  # …and N months are kept past retention_until
     delete_expired_objects: bool = True  # False: expired backups are only marked, their objects stay
     min_good_backups: int = 3  # retention never leaves fewer good (verified) backups than this
+    age_recipients: tuple[str, ...] = ()  # age public keys to encrypt for; () falls back to BACKUP_AGE_RECIPIENTS
 
     def dsn(self, env: Mapping[str, str] | None = None) -> str:
         return _env_dsn(self.name, self.dsn_env, env)
@@ -203,6 +205,7 @@ def _target_from_yaml(name: str, given: dict, defaults: dict, path: str) -> Targ
         keep_monthly=merged.get("keep_monthly"),
         delete_expired_objects=merged.get("delete_expired_objects", True),
         min_good_backups=merged.get("min_good_backups", 3),
+        age_recipients=parse_recipients(merged.get("age_recipients"), where("age_recipients")),
     )
 
 

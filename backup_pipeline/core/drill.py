@@ -32,7 +32,7 @@ from .archive import decompress_stream
 from .backup import download_verified, read_globals, read_manifest
 from .dump import server_version, tools_for
 from .ephemeral import EphemeralPostgres
-from .errors import ConnectionFailed, DrillError, PgToolError, StorageError, VerifyError
+from .errors import ConfigError, ConnectionFailed, DrillError, PgToolError, StorageError, VerifyError
 from .pgconn import PgConn
 from .restore import create_missing_roles
 from .storage import Storage
@@ -96,6 +96,14 @@ class DrillResult:
             "restore_seconds": self.restore_seconds,
             "restored_bytes": self.restored_bytes,
         }
+
+
+def manifest_uri_of(record) -> str:
+    """The manifest of a backup history row, or ConfigError for an attempt that has none (running or failed)."""
+    if not record.manifest_uri:
+        raise ConfigError(f"backup {record.id} is {record.status} and has no manifest: nothing to drill; "
+                          "drill a completed backup (see `backup-pipeline list`)")
+    return record.manifest_uri
 
 
 def filter_toc(toc: str, skipped_extensions: set[str], skipped_tables: set[str]) -> str:

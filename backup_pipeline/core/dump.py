@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from .archive import BackupNames, HashingWriter, compress_stream
+from .encryption import encrypt_bytes
 from .errors import BackupPipelineError, DumpError, PgToolError
 from .inventory import take_inventory
 from .locks import lock_database
@@ -66,6 +68,7 @@ class DumpResult:
     started_at: datetime
     finished_at: datetime
     warnings: list[str] = field(default_factory=list)
+    recipients: tuple[str, ...] = ()  # age public keys the archive and roles file are encrypted for
 
     @property
     def server_major(self) -> int:
@@ -146,8 +149,12 @@ def dump_database(
     level: int = 1,
     threads: int = DEFAULT_THREADS,
     lock_wait_timeout_s: int = 300,
+    recipients: Sequence[str] = (),
 ) -> DumpResult:
-    """Dump the whole database behind `dsn` into stage_dir; returns what the manifest needs."""
+    """Dump the whole database behind `dsn` into stage_dir; returns what the manifest needs.
+
+    With age recipients the archive and roles file are encrypted after compression, before they touch the disk.
+    """
     conn = PgConn.parse(dsn)
     conn.check_not_transaction_pooler()
     started_at = datetime.now(UTC)
@@ -177,7 +184,7 @@ def dump_database(
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="row-counts") as pool:
                 counting = pool.submit(snapshot_facts, pg)
                 try:
-                    raw_size = compress_stream(proc.stdout, writer, names.codec, level, threads)
+                    raw_size = compress_stream(proc.stdout, writer, names.codec, level, threads, recipients)
                     out.flush()
                     os.fsync(out.fileno())
                 except BaseException as exc:
@@ -211,7 +218,7 @@ def dump_database(
         pg.rollback()
 
     os.replace(partial, archive_path)
-    globals_path, globals_size, globals_sha, globals_warning = dump_roles(conn, tools, stage_dir, names)
+    globals_path, globals_size, globals_sha, globals_warning = dump_roles(conn, tools, stage_dir, names, recipients)
     if globals_warning:
         warnings.append(globals_warning)
     return DumpResult(
@@ -233,10 +240,11 @@ def dump_database(
         started_at=started_at,
         finished_at=datetime.now(UTC),
         warnings=warnings,
+        recipients=tuple(recipients),
     )
 
 
-def dump_roles(conn: PgConn, tools: PgTools, stage_dir: Path, names: BackupNames):
+def dump_roles(conn: PgConn, tools: PgTools, stage_dir: Path, names: BackupNames, recipients: Sequence[str] = ()):
     """Roles (without passwords) beside the archive; pg_dump does not include them."""
     path = stage_dir / Path(names.globals).name
     result = subprocess.run(
@@ -246,7 +254,8 @@ def dump_roles(conn: PgConn, tools: PgTools, stage_dir: Path, names: BackupNames
     if result.returncode != 0:
         err = redact_text(result.stderr.decode(errors="replace").strip(), conn.secrets())[-500:]
         return None, 0, None, f"roles were not dumped (pg_dumpall --roles-only failed: {err}); restore with --no-owner"
-    path.write_bytes(result.stdout)
-    return path, len(result.stdout), hashlib.sha256(result.stdout).hexdigest(), None
+    stored = encrypt_bytes(result.stdout, recipients) if recipients else result.stdout
+    path.write_bytes(stored)
+    return path, len(stored), hashlib.sha256(stored).hexdigest(), None
 
 

@@ -14,6 +14,7 @@ URL_HINT = "postgresql://user:password@host:5432/dbname"
 # password=... in key/value conninfo strings and in URL query strings
 _KV_PASSWORD = re.compile(r"(?i)\b(password|secret[_a-z]*|sslpassword)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)")
 # scheme://user:password@host inside arbitrary text
+_AGE_SECRET_KEY = re.compile(r"AGE-SECRET-KEY-1[0-9A-Za-z]+")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):([^@\s]*)@")
 
 
@@ -39,6 +40,7 @@ def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
         return URL_HINT.join(redact_text(part, secrets) for part in text.split(URL_HINT))
     out = _URL_USERINFO.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
     out = _KV_PASSWORD.sub(lambda m: f"{m.group(1)}={MASK}", out)
+    out = _AGE_SECRET_KEY.sub(f"AGE-SECRET-KEY-{MASK}", out)
     for secret in secrets:
         if secret and len(secret) >= 3:
             out = out.replace(secret, MASK)

@@ -35,7 +35,7 @@ from typing import BinaryIO
 import psycopg
 from psycopg import sql
 
-from .archive import CHUNK, decompress_stream
+from .archive import decompress_stream
 from .backup import download_verified, read_globals, read_manifest
 from .dump import _TABLES_SQL, server_version, tools_for
 from .errors import RestoreError
@@ -279,6 +279,7 @@ def _counts_sql(prefix: str, per_table: list[str]) -> bytes:
 _HEADER = (b"SET ", b"SELECT pg_catalog.set_config", b"--", b"\\")
 _TAIL = 64 * 1024  # far more than what follows pg_restore's final COMMIT (a comment and \unrestrict)
 _SCRIPT_COMMIT = b"\nCOMMIT;\n"
+_RELAY = 64 * 1024  # a pipe's size: pg_restore and psql keep running side by side
 
 
 def _copy_script(src: BinaryIO, dst: BinaryIO, skip_timeout: bool) -> bool:
@@ -300,7 +301,7 @@ def _copy_script(src: BinaryIO, dst: BinaryIO, skip_timeout: bool) -> bool:
         if line.strip() and not line.startswith(_HEADER):
             break
     held = b""
-    while chunk := src.read(CHUNK):
+    while chunk := src.read1(_RELAY):
         held += chunk
         if len(held) > 2 * _TAIL:
             dst.write(held[:-_TAIL])

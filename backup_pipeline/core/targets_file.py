@@ -47,6 +47,7 @@ class TargetSettings(BaseModel):
     keep_monthly: int | None = Field(None, ge=0)
     delete_expired_objects: bool | None = None
     min_good_backups: int | None = Field(None, ge=1)
+    age_recipients: Annotated[list[str] | None, BeforeValidator(_one_or_many)] = None  # public keys only
 
 
 class TargetsFile(TargetSettings):

@@ -97,7 +97,7 @@ def test_min_good_backups_defaults_to_three_and_must_be_at_least_one(tmp_path: P
     [
         ("retention_dayz: 3\ntargets: {prod: {dsn_env: X}}", ": retention_dayz is an unknown setting: did you mean retention_days?"),
         ("targets: {prod: {dsn_env: X, retention_dayz: 3}}", ": targets.prod.retention_dayz is an unknown setting: did you mean retention_days?"),
-        ("targets: {prod: {dsn_env: X, zzzz: 1}}", ": targets.prod.zzzz is an unknown setting: allowed: assertions, "),
+        ("targets: {prod: {dsn_env: X, zzzz: 1}}", ": targets.prod.zzzz is an unknown setting: allowed: age_recipients, assertions, "),
         ("targets: {prod: {dsn_env: X, retention_days: 0}}", ": targets.prod.retention_days must be at least 1"),
         ("retention_days: ten\ntargets: {prod: {dsn_env: X}}", ": retention_days must be a whole number"),
         ("targets: {prod: {dsn_env: X, drill: maybe}}", ": targets.prod.drill must be true or false"),
