@@ -353,6 +353,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(port=args.port)
 
 
+def cmd_instance_init(args: argparse.Namespace) -> int:
+    from backup_pipeline.dagster_home import init_instance
+
+    home = init_instance(postgres=args.postgres, force=args.force, print_fn=lambda line: print(line, file=sys.stderr))
+    print(f"Dagster instance ready in {home} (storage created or migrated); start dagster-daemon and dagster-webserver now")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backup-pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's step logs")
@@ -443,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dev", help="open the Dagster UI on a running demo database")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("instance", help="the Dagster instance in $DAGSTER_HOME (default ~/.backup_pipeline/dagster_home)")
+    isub = p.add_subparsers(dest="instance_command", required=True)
+    i = isub.add_parser("init", help="write its dagster.yaml and create or migrate its storage (before daemon and webserver start)")
+    i.add_argument("--postgres", action="store_true", help="storage in PostgreSQL at $DAGSTER_POSTGRES_URL (deploy/dagster.yaml)")
+    i.add_argument("--force", action="store_true", help="replace a dagster.yaml that differs from the shipped one")
+    i.set_defaults(func=cmd_instance_init)
     return parser
 
 

@@ -6,7 +6,8 @@ uploads (S3) and hidden temp files of local writes whose writer is gone.
 Safety rules, in order: a target's newest good backup (verified, or
 checksum_ok where drills are off) is never expired, whatever the policy says,
 and neither is any of its newest `min_good_backups` good ones, so retention
-never leaves a target with fewer; backups a grandfather-father-son policy
+never leaves a target with fewer (short of good ones, the newest not proven
+bad make up the number); backups a grandfather-father-son policy
 keeps are not expired either. A backup whose drill could not run keeps its
 earlier verdict, so a flaky drill never makes a good backup expendable.
 Deletion removes the manifest first, so a
@@ -23,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from .backup import split_backup_uri
 from .catalog import MANIFEST_SUFFIX
 from .config import Settings, Target
-from .history.models import CHECKSUM_OK, COMPLETED, VERIFIED
+from .history.models import CHECKSUM_OK, COMPLETED, VERIFICATION_FAILED, VERIFIED
 from .storage import Storage
 
 _STAMP = re.compile(r"_(\d{8}T\d{6}Z)[_.]")
@@ -101,12 +102,23 @@ def is_good(record, target: Target | None) -> bool:
 
 
 def good_keep(backups: list, target: Target | None) -> dict[str, str]:
-    """Ids the safety rules keep: the newest good backup, and enough good ones for min_good_backups."""
+    """Ids the safety rules keep: the newest good backup, and enough good ones for min_good_backups.
+
+    Short of good ones, the newest backups not proven bad (pending, e.g. because
+    their drill could not run) make up the number: they may be all there is.
+    """
     minimum = target.min_good_backups if target else DEFAULT_MIN_GOOD
-    good = [r for r in sorted(backups, key=lambda r: r.timestamp, reverse=True) if is_good(r, target)][:minimum]
+    ordered = sorted(backups, key=lambda r: r.timestamp, reverse=True)
+    good = [r for r in ordered if is_good(r, target)][:minimum]
     keep = {r.id: f"one of the {minimum} newest good backups (min_good_backups: {minimum})" for r in good[1:]}
     if good:
         keep[good[0].id] = f"newest good backup of the target ({good[0].verification_status})"
+    unproven = [r for r in ordered if r.status == COMPLETED and r.verification_status != VERIFICATION_FAILED
+                and r.id not in keep][:minimum - len(good)]
+    for r in unproven:
+        could_not = ", its drill could not run" if getattr(r, "drill_error", None) else ""
+        keep[r.id] = (f"not proven good yet ({r.verification_status}{could_not}); kept while the target has "
+                      f"fewer than {minimum} good backups")
     return keep
 
 

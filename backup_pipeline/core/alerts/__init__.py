@@ -1,4 +1,4 @@
-"""Alerts: failed runs, failed verifications and stale targets, sent to webhooks, Slack/Discord and email.
+"""Alerts: failed runs, failed verifications, drills that could not run and stale targets, to webhooks, Slack/Discord and email.
 
 One exit point: `send_alert` redacts every text field (URL passwords,
 password=... pairs and the known secrets it is given) before any channel sees

@@ -7,8 +7,10 @@ from typing import Any, Literal
 
 from backup_pipeline.core.redact import redact_text
 
-Kind = Literal["run_failed", "verification_failed", "stale_target"]
-KINDS: tuple[str, ...] = ("run_failed", "verification_failed", "stale_target")
+Kind = Literal["run_failed", "verification_failed", "drill_error", "stale_target", "row_counts_dropped"]
+KINDS: tuple[str, ...] = ("run_failed", "verification_failed", "drill_error", "stale_target", "row_counts_dropped")
+# A drill that could not run says nothing about the backup; the alert says so, whatever the op wrote.
+DRILL_ERROR_NOTE = "the backup's verdict is unchanged; the drill will be retried"
 # Discord's Slack-compatible endpoint rejects messages over 2000 characters.
 MAX_ERROR_CHARS = 1500
 
@@ -49,7 +51,10 @@ class Alert:
             return f"Backup stale: no completed backup of target {target} in the last 26 hours"
         where = ", ".join([f"target {target}", *(f"{label} {value}" for label, value in
                                                   (("job", self.job), ("step", self.step)) if value)])
-        headline = "Backup verification failed" if self.kind == "verification_failed" else "Backup pipeline run failed"
+        headline = {"verification_failed": "Backup verification failed",
+                    "drill_error": "Backup drill could not run",
+                    "row_counts_dropped": "Possible data loss: tables shrank since the previous backup",
+                    }.get(self.kind, "Backup pipeline run failed")
         return f"{headline}: {where}"
 
     def fields(self) -> list[tuple[str, str]]:
@@ -59,6 +64,7 @@ class Alert:
             ("Job", self.job),
             ("Step", self.step),
             ("Error", self.error),
+            ("Verdict", DRILL_ERROR_NOTE if self.kind == "drill_error" else None),
             ("Backup", self.backup_id),
             ("Run", self.run_url or self.run_id),
             ("At", self.happened_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),

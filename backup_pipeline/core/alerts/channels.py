@@ -85,7 +85,7 @@ class SlackChannel:
             else:
                 lines.append(f"{label}: {_slack_escape(value)}")
         # Everything is in `text` (what notifications and Discord show); the attachment adds colour and a link.
-        attachment = {"color": "#d00000" if alert.kind != "stale_target" else "#e0a000",
+        attachment = {"color": "#e0a000" if alert.kind in ("stale_target", "drill_error") else "#d00000",
                       "fallback": _slack_escape(alert.title)}
         if alert.run_url:
             attachment["title"] = "Run in Dagster"

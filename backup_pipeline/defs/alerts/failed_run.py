@@ -14,6 +14,8 @@ from backup_pipeline.core.alerts import Alert, run_url
 from backup_pipeline.resources import TARGET_TAG
 
 VERIFICATION_STEPS = frozenset({"verify", "restore_drill", "drill_latest"})
+# Failure metadata key the drill ops set when a drill could not run (no verdict on the backup).
+DRILL_ERROR_KEY = "drill_error"
 TARGET_KEYS = ("target", "to_target", "latest_verified_of")  # backup/drill, restore
 
 
@@ -52,6 +54,11 @@ def step_error(event: dg.DagsterEvent) -> str:
     return error.message.strip()
 
 
+def is_drill_error(event: dg.DagsterEvent) -> bool:
+    data = getattr(event.event_specific_data, "user_failure_data", None)
+    return bool(data and DRILL_ERROR_KEY in (data.metadata or {}))
+
+
 def failed_run_alert(
     run: dg.DagsterRun, failure_event: dg.DagsterEvent, step_failures: Sequence[dg.DagsterEvent],
     backup_id: str | None = None,
@@ -63,8 +70,12 @@ def failed_run_alert(
         errors = [failure_event.message or "run failed"] + ([job_error.message.strip()] if job_error else [])
     if len(step_failures) > 1:
         errors = [f"{event.step_key}: {error}" for event, error in zip(step_failures, errors, strict=True)]
+    if step_failures and all(is_drill_error(event) for event in step_failures):
+        kind = "drill_error"
+    else:
+        kind = "verification_failed" if VERIFICATION_STEPS.intersection(steps) else "run_failed"
     return Alert(
-        kind="verification_failed" if VERIFICATION_STEPS.intersection(steps) else "run_failed",
+        kind=kind,
         target=run_target(run),
         job=run.job_name,
         step=", ".join(steps) or None,

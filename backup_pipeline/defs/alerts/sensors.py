@@ -3,7 +3,8 @@
 Channels are read from the environment at each evaluation; with none
 configured both sensors skip with a reason rather than fail. Failed
 verifications and drills need no sensor of their own: their ops fail the run
-with the reason, and the failed step makes the alert a `verification_failed`.
+with the reason, and the failed step makes the alert a `verification_failed`,
+or a `drill_error` when the drill could not run (its Failure says so in metadata).
 """
 
 import json

@@ -1,4 +1,8 @@
-"""Recording a drill: the history row, and asset-check results on `backups/<target>`."""
+"""Recording a drill: the history row, and asset-check results on `backups/<target>`.
+
+A drill that could not run is recorded as a drill error and reports no
+check results at all: "not restorable" would be a verdict it has no evidence for.
+"""
 
 import dagster as dg
 
@@ -52,3 +56,16 @@ def record_drill(context: dg.OpExecutionContext, history: HistoryStore, target: 
     if result.skipped_extensions:
         context.log.warning(f"Drill skipped extensions the drill server lacks: {', '.join(result.skipped_extensions)}")
     (context.log.info if result.passed else context.log.error)(f"Drill of {result.backup_id}: {result.reason}")
+
+
+def record_drill_error(context: dg.OpExecutionContext, history: HistoryStore, target: str, backup_id: str,
+                       reason: str) -> str:
+    """Record a drill that could not run; returns the backup's verdict, which it leaves as it was."""
+    try:
+        verdict = history.record_drill_error(backup_id, reason).verification_status
+    except (KeyError, ValueError) as exc:  # no such row, or not completed: nothing to keep a verdict on
+        context.log.warning(f"Drill error not recorded in history: {exc}")
+        verdict = "unknown"
+    context.log.warning(f"Drill checks {', '.join(DRILL_CHECKS)} not run for backup {backup_id} of {target}: "
+                        f"the drill could not run ({reason}); the backup's verdict ({verdict}) is unchanged")
+    return verdict
