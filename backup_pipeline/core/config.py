@@ -83,6 +83,9 @@ class Target:
     delete_expired_objects: bool = True  # False: expired backups are only marked, their objects stay
     min_good_backups: int = 3  # retention never leaves fewer good (verified) backups than this
     age_recipients: tuple[str, ...] = ()  # age public keys to encrypt for; () falls back to BACKUP_AGE_RECIPIENTS
+    tripwire_drop_share: float = 0.5  # a table losing more than this share of its rows since the last backup…
+    tripwire_min_rows: int = 1000  # …if it had at least this many, or disappearing, raises the tripwire
+    tripwire_pin: bool = True  # …which then pins the previous backup until `keep` releases it
 
     def dsn(self, env: Mapping[str, str] | None = None) -> str:
         return _env_dsn(self.name, self.dsn_env, env)
@@ -206,6 +209,9 @@ def _target_from_yaml(name: str, given: dict, defaults: dict, path: str) -> Targ
         delete_expired_objects=merged.get("delete_expired_objects", True),
         min_good_backups=merged.get("min_good_backups", 3),
         age_recipients=parse_recipients(merged.get("age_recipients"), where("age_recipients")),
+        tripwire_drop_share=merged.get("tripwire_drop_share", 0.5),
+        tripwire_min_rows=merged.get("tripwire_min_rows", 1000),
+        tripwire_pin=merged.get("tripwire_pin", True),
     )
 
 

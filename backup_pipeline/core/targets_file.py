@@ -48,6 +48,9 @@ class TargetSettings(BaseModel):
     delete_expired_objects: bool | None = None
     min_good_backups: int | None = Field(None, ge=1)
     age_recipients: Annotated[list[str] | None, BeforeValidator(_one_or_many)] = None  # public keys only
+    tripwire_drop_share: float | None = Field(None, gt=0, le=1)
+    tripwire_min_rows: int | None = Field(None, ge=0)
+    tripwire_pin: bool | None = None
 
 
 class TargetsFile(TargetSettings):

@@ -25,14 +25,17 @@ _MAX_ACTION = 32
 
 
 class RetentionMixin(StoreBase):
-    def set_retention(self, backup_id: str, until: datetime | None) -> BackupRecord:
-        """Keep the backup until then; None keeps it forever (retention_until becomes KEEP_FOREVER)."""
+    def set_retention(self, backup_id: str, until: datetime | None, detail: str | None = None) -> BackupRecord:
+        """Keep the backup until then; None keeps it forever (retention_until becomes KEEP_FOREVER).
+
+        detail says why (e.g. a tripwire pin) and replaces the previous reason, so `keep` clears a pin's.
+        """
         retention_until = KEEP_FOREVER if until is None else utc(until)
         with self._connect() as conn:
             current = self._get_for_update(conn, backup_id)
             if current.status == EXPIRED:
                 raise ValueError(f"backup {backup_id} has expired; its retention can no longer change")
-            self._update(conn, backup_id, {"retention_until": retention_until})
+            self._update(conn, backup_id, {"retention_until": retention_until, "retention_detail": redact_optional(detail)})
         return self.get(backup_id)
 
     def mark_expired(

@@ -19,6 +19,7 @@ from backup_pipeline.core.errors import StorageError
 from backup_pipeline.core.history import COMPLETED
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline.defs.backup.metadata import backup_metadata, kpi_metadata
+from backup_pipeline.defs.backup.tripwire import run_tripwire
 from backup_pipeline.core.liveness import pause_if_asked
 from backup_pipeline.defs.failures import failing_as, user_message
 from backup_pipeline.defs.recovery import note_storage, start_run
@@ -127,5 +128,6 @@ def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings
             metadata={**backup_metadata(record), **kpi_metadata(history.kpis(staged.target.name))},
         )
     )
+    run_tripwire(context, history, staged.target, record)
     shutil.rmtree(staged.dump.archive_path.parent, ignore_errors=True)
     return staged

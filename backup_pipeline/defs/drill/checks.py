@@ -1,4 +1,4 @@
-"""Asset checks on `backups/<target>`: the last drill's verdicts and freshness.
+"""Asset checks on `backups/<target>`: the last drill's verdicts, freshness and the row-count tripwire.
 
 The drill ops report restorable / row_counts_match / assertions_pass as they
 happen; these definitions make the same checks (plus freshness) executable
@@ -11,6 +11,8 @@ import dagster as dg
 
 from backup_pipeline.core.config import load_settings
 from backup_pipeline.core.history import COMPLETED
+from backup_pipeline.defs.backup.tripwire import CHECK_NAME as TRIPWIRE_CHECK
+from backup_pipeline.defs.backup.tripwire import check_result as tripwire_check_result
 from backup_pipeline.defs.drill.report import DRILL_CHECKS
 from backup_pipeline.resources import BackupSettings
 
@@ -57,6 +59,8 @@ def drill_results(target: str, history) -> list[dg.AssetCheckResult]:
 def build_checks(target: str) -> dg.AssetChecksDefinition:
     key = dg.AssetKey(["backups", target])
     specs = [dg.AssetCheckSpec(name, asset=key) for name in (*DRILL_CHECKS, "backup_fresh", "drill_fresh")]
+    specs.append(dg.AssetCheckSpec(TRIPWIRE_CHECK, asset=key, description="No table disappeared or lost more than "
+                                   "the target's tripwire_drop_share of its rows since the previous backup"))
 
     @dg.multi_asset_check(specs=specs, name=f"backup_checks_{target.replace('-', '_')}")
     def _checks(backup_settings: BackupSettings):
@@ -64,6 +68,7 @@ def build_checks(target: str) -> dg.AssetChecksDefinition:
         history = backup_settings.history(settings)
         yield from drill_results(target, history)
         yield from freshness_results(target, history)
+        yield tripwire_check_result(settings.target(target), history)
 
     return _checks
 
