@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--to", help="a target marked restore_destination or protected")
     where.add_argument("--to-dsn", help="destination database URL")
     p.add_argument("--confirm", help="the destination's name, required for protected targets")
-    p.add_argument("--jobs", type=int, default=1, help="parallel pg_restore jobs (empty destinations only)")
+    p.add_argument("--jobs", type=int, default=1, help="ignored, kept for scripts: a restore runs as one transaction, so one pg_restore")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_restore)
 
