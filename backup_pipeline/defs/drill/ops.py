@@ -17,7 +17,7 @@ from backup_pipeline.core.backup import (
 )
 from backup_pipeline.core.config import Target
 from backup_pipeline.core.drill import DrillResult, drill_backup, manifest_uri_of
-from backup_pipeline.core.errors import BackupPipelineError, DrillError, RestoreError, VerifyError
+from backup_pipeline.core.errors import BackupPipelineError, DrillError, IdentityMissing, RestoreError, VerifyError
 from backup_pipeline.core.encryption import NO_IDENTITY_REASON, has_identity
 from backup_pipeline.core.history import CHECKSUM_OK, VERIFICATION_FAILED
 from backup_pipeline.defs.alerts.failed_run import DRILL_ERROR_KEY
@@ -54,10 +54,11 @@ def _drill(storage, manifest_key: str, target, stage_dir: Path, backup_id: str) 
         raise DrillError(f"the drill could not run: {user_message(exc)}") from None
 
 
-def _retry(context: dg.OpExecutionContext, config: DrillRetryConfig, what: str, reason: str) -> None:
+def _retry(context: dg.OpExecutionContext, config: DrillRetryConfig, what: str, reason: str,
+           retryable: bool = True) -> None:
     """Raise RetryRequested while retries are left, with a doubling wait; return when they are spent."""
     attempt = getattr(context, "retry_number", 0)  # directly invoked ops have none: the first attempt
-    if attempt < config.drill_retries:
+    if retryable and attempt < config.drill_retries:
         wait = config.drill_retry_seconds * 2**attempt
         context.log.warning(f"Drill of {what} could not run (attempt {attempt + 1} of {config.drill_retries + 1}); "
                             f"retrying in {wait:g}s: {reason}")
@@ -68,7 +69,8 @@ def _gave_up(context: dg.OpExecutionContext, config: DrillRetryConfig, history, 
              reason: str) -> str:
     """Record the drill error and return the run's one-line failure message."""
     verdict = record_drill_error(context, history, target, backup_id, reason)
-    return (f"drill of backup {backup_id} (target {target}) could not run after {config.drill_retries + 1} "
+    attempts = getattr(context, "retry_number", 0) + 1
+    return (f"drill of backup {backup_id} (target {target}) could not run after {attempts} "
             f"attempt(s): {reason}; the backup itself is completed and its verdict ({verdict}) is unchanged; "
             f"the drill will be retried by the next weekly drill, or now with `backup-pipeline drill --backup-id {backup_id}`")
 
@@ -91,7 +93,8 @@ def restore_drill(
                       backup_settings.stage_dir(settings, context.run_id), staged.backup_id)
     except DrillError as exc:
         reason = user_message(exc)
-        _retry(context, config, f"backup {staged.backup_id}", reason)
+        # Waiting brings no missing key; it may bring back storage, disk space or a server.
+        _retry(context, config, f"backup {staged.backup_id}", reason, retryable=not isinstance(exc, IdentityMissing))
         history = backup_settings.history(settings)
         message = _gave_up(context, config, history, staged.target.name, staged.backup_id, reason)
         if event_id := context.get_tag(MIGRATION_EVENT_TAG):  # the migration must not wait for a verdict that never comes
@@ -166,7 +169,7 @@ def drill_latest(context: dg.OpExecutionContext, config: DrillConfig, backup_set
         try:
             manifest, uris = catalog.load(storage, key)
         except BackupPipelineError as exc:
-            errors.append((target.name, None, f"could not read {storage.uri(key)}: {user_message(exc)}"))
+            errors.append((target.name, None, f"could not read {storage.uri(key)}: {user_message(exc)}", True))
             continue
         record = history.upsert_from_manifest(manifest, **uris)
         if earlier and record.drilled_at and record.drilled_at >= earlier:
@@ -178,20 +181,20 @@ def drill_latest(context: dg.OpExecutionContext, config: DrillConfig, backup_set
         try:
             result = _drill(storage, key, target, backup_settings.stage_dir(settings, context.run_id), record.id)
         except DrillError as exc:
-            errors.append((target.name, record.id, user_message(exc)))
+            errors.append((target.name, record.id, user_message(exc), not isinstance(exc, IdentityMissing)))
             continue
         record_drill(context, history, target.name, result)
         drilled.append(result.backup_id)
         if not result.passed:
             failed.append(f"{target.name} ({result.backup_id}): {result.reason}")
     if errors:
-        _retry(context, config, ", ".join(f"{t} ({b or 'unknown backup'})" for t, b, _ in errors),
-               "; ".join(r for _, _, r in errors))
+        _retry(context, config, ", ".join(f"{t} ({b or 'unknown backup'})" for t, b, _, _ in errors),
+               "; ".join(r for _, _, r, _ in errors), retryable=any(again for *_, again in errors))
         failed += [_gave_up(context, config, history, t, b, r) if b else f"drill of {t} could not run: {r}"
-                   for t, b, r in errors]
+                   for t, b, r, _ in errors]
     if failed:
         # Only drill errors: say so, so the alert is a drill_error and not a failed verification.
-        metadata = {DRILL_ERROR_KEY: "; ".join(r for _, _, r in errors)} if len(errors) == len(failed) else {}
+        metadata = {DRILL_ERROR_KEY: "; ".join(r for _, _, r, _ in errors)} if len(errors) == len(failed) else {}
         prefix = "" if metadata else "drill failed for "
         raise dg.Failure(description=prefix + "; ".join(failed), metadata=metadata, allow_retries=False)
     return drilled
