@@ -297,6 +297,8 @@ def cmd_keep(args: argparse.Namespace) -> int:
 
     store = history()
     record = store.get(args.backup_id)
+    if record.status == "expired":
+        return _fail(f"backup {record.id} has expired (retention ran on {record.expired_at:%Y-%m-%d}): it can no longer be kept")
     if not args.forever and args.days is None:
         return _fail("give --days N or --forever")
     if not args.forever and not 1 <= args.days <= 36500:

@@ -186,3 +186,13 @@ def test_a_full_dagster_home_is_one_line_and_the_cut_short_backup_is_failed(back
     [record] = history.list(target="prod")
     assert record.status == "failed" or record.verification_status == "failed", record
     assert "is full" in (record.error or record.verification_detail)
+
+
+def test_keep_of_an_expired_backup_is_one_line(home, backup_env, capsys):
+    history = backup_env.history()
+    record = history.start(target="shop", type="manual", retention_days=30)
+    history.fail(record.id, "pg_dump failed")
+    history.mark_expired(record.id, objects_deleted=True)
+    assert main(["keep", record.id, "--forever"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"backup {record.id} has expired" in err
