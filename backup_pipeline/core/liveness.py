@@ -36,6 +36,7 @@ PAUSE_ENV = "BACKUP_PIPELINE_TEST_PAUSE"
 RUN_ACTIVE = "active"
 RUN_TERMINAL = "terminal"
 RUN_MISSING = "missing"
+_LOCK_FREE = "its process is gone (run lock free)"
 
 
 @dataclass
@@ -192,6 +193,10 @@ class RunJudge:
             self._verdicts[run_id] = self._judge(run_id)
         return self._verdicts[run_id]
 
+    def lock_free_runs(self) -> list[str]:
+        """Runs judged so far whose process is gone by their free lock (Dagster may still think them running)."""
+        return [r for r, (dead, why) in self._verdicts.items() if dead and why == _LOCK_FREE]
+
     def _judge(self, run_id: str) -> tuple[bool, str]:
         if run_id == self.current_run:
             return False, "this run"
@@ -201,7 +206,7 @@ class RunJudge:
             return state in (RUN_TERMINAL, RUN_MISSING), f"run of this process, Dagster says {state}"
         free = lock_free(self.stage_root, run_id)
         if free is True:
-            return True, "its process is gone (run lock free)"
+            return True, _LOCK_FREE
         if free is False:
             return False, "its process holds the run lock"
         state = self.run_state(run_id)

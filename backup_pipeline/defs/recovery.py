@@ -45,6 +45,7 @@ def recover_dead_runs(settings: Settings, history: HistoryStore, instance: dg.Da
     except Exception as exc:  # noqa: BLE001 - recovery must never stop the run doing it
         warn(f"recovering from dead runs failed, will retry next run: {redact_text(f'{type(exc).__name__}: {exc}')}")
         return None
+    _fail_dead_dagster_runs(instance, judge, current_run, log, warn)
     for message in found.messages:
         log(message)
     for message in found.warnings:
@@ -52,6 +53,21 @@ def recover_dead_runs(settings: Settings, history: HistoryStore, instance: dg.Da
     for path in found.stage_dirs_removed:
         log(f"deleted the stage {path} of a dead run")
     return found
+
+
+def _fail_dead_dagster_runs(instance, judge: liveness.RunJudge, current_run: str | None, log, warn) -> None:
+    """A killed run stays STARTED in Dagster forever; mark it failed so the UI and failure sensors see it."""
+    if instance is None:
+        return
+    for run_id in judge.lock_free_runs():
+        try:
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.status not in _TERMINAL:
+                instance.report_run_failed(run, message=f"the run's process died before the run finished "
+                                                        f"(its run lock was free when {current_run or 'the CLI'} looked)")
+                log(f"marked Dagster run {run_id} failed: its process died")
+        except Exception as exc:  # noqa: BLE001
+            warn(f"cannot mark the dead Dagster run {run_id} failed: {redact_text(str(exc))}")
 
 
 def start_run(context: dg.OpExecutionContext, settings: Settings, history: HistoryStore) -> None:
@@ -82,5 +98,11 @@ def recover_outside_runs(history: HistoryStore, warn: Callable[[str], None] = la
     except Exception as exc:  # noqa: BLE001 - listing must work with a broken targets file
         warn(f"cannot check running backups: {exc}")
         return
-    with dg.DagsterInstance.get() as instance:
+    try:
+        instance = dg.DagsterInstance.get()
+    except Exception as exc:  # noqa: BLE001 - without it, only run locks count as evidence
+        warn(f"cannot open the Dagster instance: {redact_text(str(exc))}")
+        recover_dead_runs(settings, history, None, warn=warn)
+        return
+    with instance:
         recover_dead_runs(settings, history, instance, warn=warn)

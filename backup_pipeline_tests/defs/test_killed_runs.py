@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import psutil
 import psycopg
 import pytest
@@ -106,6 +107,8 @@ def test_a_backup_killed_during_pg_dump_is_resolved_failed_and_its_stage_deleted
     assert row["error"] == f"interrupted: the run {row['dagster_run_id']} died before finishing"
     assert _files_under(env.stage_dir) == []
     assert list(env.stage_dir.iterdir()) == [env.stage_dir / ".locks"]
+    with dg.DagsterInstance.get() as instance:  # no longer STARTED forever: failure sensors and the UI see it
+        assert instance.get_run_by_id(row["dagster_run_id"]).status == dg.DagsterRunStatus.FAILURE
 
 
 @pytest.mark.slow
