@@ -292,7 +292,9 @@ def cmd_history_sync(args: argparse.Namespace) -> int:
 def cmd_keep(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
+    from backup_pipeline.core.config import load_settings
     from backup_pipeline.core.history.models import KEEP_FOREVER
+    from backup_pipeline.core.object_lock import extend_backup_locks
     from backup_pipeline.launch import backup_json, history
 
     store = history()
@@ -307,10 +309,13 @@ def cmd_keep(args: argparse.Namespace) -> int:
     start = datetime.now(UTC) if record.retention_until >= KEEP_FOREVER else max(record.retention_until, datetime.now(UTC))
     until = None if args.forever else start + timedelta(days=args.days)
     record = store.set_retention(record.id, until)
+    configured = load_settings().targets.get(record.target)
+    locked = extend_backup_locks(record, configured.object_lock_mode if configured else None)
     if args.json:
         _print_json(backup_json(record))
     else:
-        print(f"backup {record.id}: kept {'forever' if args.forever else f'until {record.retention_until:%Y-%m-%d %H:%M} UTC'}")
+        print(f"backup {record.id}: kept {'forever' if args.forever else f'until {record.retention_until:%Y-%m-%d %H:%M} UTC'}"
+              + (f"; Object Lock extended on {len(locked)} objects" if locked else ""))
     return 0
 
 

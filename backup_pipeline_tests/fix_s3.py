@@ -89,3 +89,25 @@ def s3_auth_enforced(s3_server: str) -> Iterator[None]:
         yield
     finally:
         requests.post(f"{s3_server}/moto-api/reset-auth", data=previous.encode(), timeout=10).raise_for_status()
+
+
+@pytest.fixture
+def s3_lock_bucket(s3_server: str) -> Iterator[str]:
+    """A fresh bucket with S3 Object Lock enabled (so also versioned); emptied, bypassing GOVERNANCE locks, afterwards."""
+    name = f"test-lock-{secrets.token_hex(6)}"
+    client = _admin_client(s3_server)
+    client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    try:
+        yield name
+    finally:
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=name):
+            for version in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                try:
+                    client.delete_object(Bucket=name, Key=version["Key"], VersionId=version["VersionId"],
+                                         BypassGovernanceRetention=True)
+                except client.exceptions.ClientError:
+                    pass  # a COMPLIANCE lock: the in-memory server forgets it when it stops
+        try:
+            client.delete_bucket(Bucket=name)
+        except client.exceptions.ClientError:
+            pass

@@ -20,6 +20,7 @@ from .encryption import decrypt_bytes, decrypt_stream, identities_for, is_encryp
 from .errors import VerifyError
 from .history.models import SOURCE_MANIFEST
 from .storage import Storage
+from .storage.base import ObjectLock
 
 if TYPE_CHECKING:
     from .history import BackupRecord, HistoryStore
@@ -77,11 +78,14 @@ def build_manifest(
     }
 
 
-def publish(storage: Storage, names: BackupNames, dump: DumpResult, manifest: dict) -> Published:
-    """Upload archive, roles file, then the manifest; re-running after a failure is safe."""
-    archive_uri = storage.put_file(dump.archive_path, names.archive)
-    globals_uri = storage.put_file(dump.globals_path, names.globals) if dump.globals_path else None
-    manifest_uri = storage.put_bytes(manifest_bytes(manifest), names.manifest)
+def publish(storage: Storage, names: BackupNames, dump: DumpResult, manifest: dict,
+            lock: ObjectLock | None = None) -> Published:
+    """Upload archive, roles file, then the manifest (each locked, given an Object Lock); re-running is safe."""
+    kw = {"lock": lock} if lock is not None else {}
+    # A streamed dump (dump_database(storage=...)) already stored its archive; only roles and manifest remain.
+    archive_uri = dump.archive_uri or storage.put_file(dump.archive_path, names.archive, **kw)
+    globals_uri = storage.put_file(dump.globals_path, names.globals, **kw) if dump.globals_path else None
+    manifest_uri = storage.put_bytes(manifest_bytes(manifest), names.manifest, **kw)
     return Published(archive_uri=archive_uri, globals_uri=globals_uri, manifest_uri=manifest_uri, manifest=manifest)
 
 
@@ -188,6 +192,24 @@ class StagedBackup:
     names: BackupNames
     dump: DumpResult
 
+    def stored(self) -> "StoredBackup":
+        return StoredBackup(backup_id=self.backup_id, target=self.target, manifest_key=self.names.manifest,
+                            encrypted=bool(self.dump.recipients), new=True)
+
+
+@dataclass(frozen=True)
+class StoredBackup:
+    """A backup in storage, what the drill, verify and standby steps need: just uploaded, or picked for a drill.
+
+    target.storage_url is the storage holding it; `new` says it was made by this run (so the run
+    materializes the asset), rather than an older backup picked for a drill.
+    """
+
+    backup_id: str
+    target: Target
+    manifest_key: str
+    encrypted: bool
+    new: bool = False
 
 
 def split_backup_uri(uri: str) -> tuple[str, str]:
@@ -214,11 +236,14 @@ def take_backup(
     try:
         storage.check()
         names = BackupNames.for_backup(target.name, record.timestamp, target.compression, record.id)
+        from .object_lock import lock_for  # object_lock needs this module's split_backup_uri
+
+        lock = lock_for(storage, target.object_lock_mode, record.retention_until)
         result = dump_database(dsn, stage_dir, names, pg_bin_dir=target.pg_bin_dir, level=target.compression_level,
-                               recipients=recipients_for(target))
+                               recipients=recipients_for(target), storage=storage, lock=lock)
         manifest = build_manifest(backup_id=record.id, target=target.name, backup_type=backup_type, names=names,
                                   dump=result, dagster_run_id=dagster_run_id)
-        published = publish(storage, names, result, manifest)
+        published = publish(storage, names, result, manifest, lock=lock)
         verify_checksum(storage, manifest)
     except Exception as exc:
         history.fail(record.id, str(exc))

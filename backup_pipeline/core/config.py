@@ -86,6 +86,7 @@ class Target:
     tripwire_drop_share: float = 0.5  # a table losing more than this share of its rows since the last backup…
     tripwire_min_rows: int = 1000  # …if it had at least this many, or disappearing, raises the tripwire
     tripwire_pin: bool = True  # …which then pins the previous backup until `keep` releases it
+    object_lock_mode: str = "GOVERNANCE"  # S3 Object Lock mode where the bucket has it: GOVERNANCE or COMPLIANCE
 
     def dsn(self, env: Mapping[str, str] | None = None) -> str:
         return _env_dsn(self.name, self.dsn_env, env)
@@ -212,6 +213,7 @@ def _target_from_yaml(name: str, given: dict, defaults: dict, path: str) -> Targ
         tripwire_drop_share=merged.get("tripwire_drop_share", 0.5),
         tripwire_min_rows=merged.get("tripwire_min_rows", 1000),
         tripwire_pin=merged.get("tripwire_pin", True),
+        object_lock_mode=merged.get("object_lock_mode", "GOVERNANCE"),
     )
 
 

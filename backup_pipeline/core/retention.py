@@ -25,6 +25,7 @@ from .backup import split_backup_uri
 from .catalog import MANIFEST_SUFFIX
 from .config import Settings, Target
 from .history.models import CHECKSUM_OK, COMPLETED, VERIFICATION_FAILED, VERIFIED
+from .object_lock import still_locked
 from .storage import Storage
 
 _STAMP = re.compile(r"_(\d{8}T\d{6}Z)[_.]")
@@ -181,6 +182,13 @@ def apply_retention(plan: RetentionPlan, history, storage_for: Callable[[str], S
                     log: Callable[[str], None] = lambda _m: None) -> None:
     """Carry out the plan (or only log it with dry_run); every step is recorded in retention_log."""
     for expiry in plan.expire:
+        if expiry.delete_objects and (locked := still_locked(expiry.object_uris, storage_for)):
+            uri, lock = locked
+            log(f"backup {expiry.backup_id} not expired: {uri} is locked ({lock.mode}) until {lock.until:%Y-%m-%d %H:%M} UTC")
+            history.log_retention(target=expiry.target, action="locked", backup_id=expiry.backup_id, object_uri=uri,
+                                  dry_run=dry_run, detail=f"Object Lock {lock.mode} until {lock.until.isoformat()}: "
+                                  "not deleted; retention expires the backup once the lock has run out")
+            continue
         if expiry.delete_objects:
             for uri in expiry.object_uris:
                 base, key = split_backup_uri(uri)
@@ -198,6 +206,11 @@ def apply_retention(plan: RetentionPlan, history, storage_for: Callable[[str], S
                                  detail="objects deleted" if expiry.delete_objects else "objects kept (delete_expired_objects: false)")
     for target, uri in plan.orphans:
         base, key = split_backup_uri(uri)
+        if locked := still_locked([uri], storage_for):
+            history.log_retention(target=target, action="locked", object_uri=uri, dry_run=dry_run,
+                                  detail=f"incomplete upload object locked ({locked[1].mode}) until "
+                                  f"{locked[1].until.isoformat()}: deleted once the lock has run out")
+            continue
         log(f"{'would delete' if dry_run else 'deleting'} incomplete upload object {uri}")
         if not dry_run:
             storage_for(base).delete(key)

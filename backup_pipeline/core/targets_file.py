@@ -9,7 +9,7 @@ fix. Values from the file are never echoed: a pasted secret may be among them.
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -51,6 +51,7 @@ class TargetSettings(BaseModel):
     tripwire_drop_share: float | None = Field(None, gt=0, le=1)
     tripwire_min_rows: int | None = Field(None, ge=0)
     tripwire_pin: bool | None = None
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
 
 
 class TargetsFile(TargetSettings):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -71,6 +73,28 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
         ...
+
+
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    """S3 Object Lock retention for an object: not deletable or overwritable before `until`."""
+
+    mode: str  # GOVERNANCE (privileged users may lift it) or COMPLIANCE (nobody can)
+    until: datetime
+
+
+def supports_lock(storage: Storage) -> bool:
+    """True for storage whose objects can be locked (an S3 bucket with Object Lock enabled)."""
+    enabled = getattr(storage, "lock_enabled", None)
+    return bool(enabled and enabled())
+
+
+def locked_until(storage: Storage, key: str) -> ObjectLock | None:
+    """The object's lock, if the storage has locks and the object carries one."""
+    return storage.object_lock(key) if supports_lock(storage) else None  # type: ignore[attr-defined]
 
 
 def open_storage(url: str, s3: S3Settings | None = None) -> Storage:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -40,7 +40,7 @@ from s3transfer.exceptions import RetriesExceededError
 
 from backup_pipeline.core.errors import ConfigError, StorageError
 from backup_pipeline.core.redact import redact_dsn, redact_text
-from backup_pipeline.core.storage.base import check_key, check_prefix, os_storage_error, partial_name
+from backup_pipeline.core.storage.base import ObjectLock, check_key, check_prefix, os_storage_error, partial_name
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every non-final part
@@ -172,6 +172,7 @@ class S3Storage:
         self.url = f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._lock_enabled: bool | None = None
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r}, endpoint={self.settings.endpoint_label!r})"
@@ -205,7 +206,7 @@ class S3Storage:
         with self._errors("checking", None, bucket_check=True):
             self.client.head_bucket(Bucket=self.bucket)
 
-    def put_file(self, local_path: Path, key: str) -> str:
+    def put_file(self, local_path: Path, key: str, lock: ObjectLock | None = None) -> str:
         full = self._key(key)
         try:
             size = os.stat(local_path).st_size
@@ -214,16 +215,64 @@ class S3Storage:
         part = choose_part_size(size, self.settings.part_size)
         try:
             with self._errors("uploading to", full), self._transfer(part) as manager:
-                manager.upload(os.fspath(local_path), self.bucket, full).result()
+                manager.upload(os.fspath(local_path), self.bucket, full, extra_args=_lock_args(lock)).result()
         except OSError as exc:
             raise os_storage_error(exc, local_path, "reading upload source") from exc
+        if lock is not None:
+            self.extend_lock(key, lock)  # some servers ignore lock arguments on multipart uploads
         return self.uri(key)
 
-    def put_bytes(self, data: bytes, key: str) -> str:
+    def put_bytes(self, data: bytes, key: str, lock: ObjectLock | None = None) -> str:
         full = self._key(key)
         with self._errors("uploading to", full):
-            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **_lock_args(lock))
+        if lock is not None:
+            self.extend_lock(key, lock)
         return self.uri(key)
+
+    def open_write(self, key: str, size_hint: int = 0, lock: ObjectLock | None = None) -> Any:
+        """A writer that streams an object of unknown length (core/storage/s3_stream.py); size_hint sizes the parts."""
+        from backup_pipeline.core.storage.s3_stream import S3StreamWriter
+
+        part = choose_part_size(size_hint, self.settings.part_size)
+        return S3StreamWriter(self, key, part, lock, self.settings.max_concurrency)
+
+    def lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock enabled (asked once per Storage)."""
+        if self._lock_enabled is None:
+            try:
+                with self._errors("reading the Object Lock configuration of", None, bucket_check=True):
+                    config = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                self._lock_enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except StorageError as exc:
+                if exc.transient:
+                    raise
+                self._lock_enabled = False  # no configuration, or a server without Object Lock (R2)
+        return self._lock_enabled
+
+    def object_lock(self, key: str) -> ObjectLock | None:
+        full = self._key(key)
+        try:
+            with self._errors("reading the lock of", full):
+                head = self.client.head_object(Bucket=self.bucket, Key=full)
+        except _NotFound:
+            return None
+        if head.get("ObjectLockMode") and head.get("ObjectLockRetainUntilDate"):
+            return ObjectLock(head["ObjectLockMode"], head["ObjectLockRetainUntilDate"])
+        return None
+
+    def extend_lock(self, key: str, lock: ObjectLock) -> ObjectLock:
+        """Make the object's lock last at least until lock.until; never shortens it or weakens its mode."""
+        current = self.object_lock(key)
+        if current is not None and current.until >= lock.until and (current.mode == "COMPLIANCE" or lock.mode == "GOVERNANCE"):
+            return current
+        mode = "COMPLIANCE" if "COMPLIANCE" in (lock.mode, current.mode if current else None) else lock.mode
+        until = max(lock.until, current.until) if current else lock.until
+        full = self._key(key)
+        with self._errors("locking", full):
+            self.client.put_object_retention(Bucket=self.bucket, Key=full,
+                                             Retention={"Mode": mode, "RetainUntilDate": until})
+        return ObjectLock(mode, until)
 
     def open_read(self, key: str) -> BinaryIO:
         full = self._key(key)
@@ -282,8 +331,21 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         full = self._key(key)
+        if not self.lock_enabled():
+            with self._errors("deleting", full):
+                self.client.delete_object(Bucket=self.bucket, Key=full)
+            return
+        # Object Lock buckets are versioned: a plain delete would only hide the object behind a delete marker.
+        lock = self.object_lock(key)
+        if lock is not None and lock.until > datetime.now(UTC):
+            raise StorageError(f"s3://{self.bucket}/{full} is locked ({lock.mode}) until {lock.until:%Y-%m-%d %H:%M} "
+                               "UTC: it cannot be deleted before then; extend retention instead of deleting")
         with self._errors("deleting", full):
-            self.client.delete_object(Bucket=self.bucket, Key=full)
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=full)
+            for page in pages:
+                for version in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    if version["Key"] == full:
+                        self.client.delete_object(Bucket=self.bucket, Key=full, VersionId=version["VersionId"])
 
     def list_incomplete_uploads(self) -> list[IncompleteUpload]:
         """Multipart uploads under the prefix that were never completed (they still cost storage)."""
@@ -373,6 +435,13 @@ class S3Storage:
                 f"connection to endpoint {endpoint} failed while {action} {target}: retry ({exc})", transient=True
             )
         return StorageError(f"S3 failure while {action} {target} at {endpoint}: {exc}")
+
+
+def _lock_args(lock: ObjectLock | None) -> dict[str, Any]:
+    if lock is None:
+        return {}
+    # S3 requires a checksum on writes that carry Object Lock settings; the client sends none by default (R2).
+    return {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.until, "ChecksumAlgorithm": "CRC32"}
 
 
 class _NotFound(StorageError):

@@ -1,8 +1,10 @@
 """The backup steps: dump -> upload (then the drill domain's restore_drill -> verify).
 
 Each op reads its config, calls the core, records the outcome in
-`backup_history` and logs metadata. Upload retries transient storage errors
-itself (Dagster's RetryRequested) without dumping again.
+`backup_history` and logs metadata. The dump streams the archive into storage
+while pg_dump runs (each part retried on its own); upload then writes the roles
+file and the manifest last, retrying transient storage errors itself (Dagster's
+RetryRequested) without dumping again.
 """
 
 import shutil
@@ -11,17 +13,18 @@ from typing import Literal
 import dagster as dg
 
 from backup_pipeline.core.archive import BackupNames
-from backup_pipeline.core.backup import StagedBackup, build_manifest, publish
+from backup_pipeline.core.backup import StagedBackup, StoredBackup, build_manifest, publish
 from backup_pipeline.core.config import check_backup_type
 from backup_pipeline.core.dump import dump_database
 from backup_pipeline.core.encryption import recipients_for
-from backup_pipeline.core.errors import StorageError
+from backup_pipeline.core.errors import ConfigError, StorageError
 from backup_pipeline.core.history import COMPLETED
+from backup_pipeline.core.object_lock import lock_for
 from backup_pipeline.core.pgconn import PgConn
-from backup_pipeline.defs.backup.metadata import backup_metadata, kpi_metadata
 from backup_pipeline.defs.backup.tripwire import run_tripwire
 from backup_pipeline.core.liveness import pause_if_asked
 from backup_pipeline.defs.failures import failing_as, user_message
+from backup_pipeline.defs.partitions import run_target
 from backup_pipeline.defs.recovery import note_storage, start_run
 from backup_pipeline.resources import MIGRATION_EVENT_TAG, BackupSettings
 
@@ -31,7 +34,7 @@ UPLOAD_RETRIES = 3
 class BackupConfig(dg.Config):
     """What to back up. Secrets never go here: dsn_env names the variable holding the URL."""
 
-    target: str
+    target: str | None = None  # the run's partition is the target; this is for unpartitioned runs (ad-hoc targets)
     type: Literal["daily", "manual", "pre-migration", "post-migration", "pre-restore"] = "manual"
     storage_url: str | None = None
     dsn_env: str | None = None
@@ -41,7 +44,11 @@ class BackupConfig(dg.Config):
 def dump(context: dg.OpExecutionContext, config: BackupConfig, backup_settings: BackupSettings) -> StagedBackup:
     with failing_as():
         settings = backup_settings.load()
-        target = settings.adhoc_target(config.target, dsn_env=config.dsn_env, storage_url=config.storage_url)
+        name = run_target(context, config.target, "ops.dump.config")
+        if not name:
+            raise ConfigError("the backup run has no target: launch it for a partition (a configured target) "
+                              "or set ops.dump.config.target")
+        target = settings.adhoc_target(name, dsn_env=config.dsn_env, storage_url=config.storage_url)
         check_backup_type(config.type)
         history = backup_settings.history(settings)
     start_run(context, settings, history)
@@ -64,6 +71,10 @@ def dump(context: dg.OpExecutionContext, config: BackupConfig, backup_settings: 
             pg_bin_dir=target.pg_bin_dir,
             level=target.compression_level,
             recipients=recipients_for(target),
+            # The archive streams into storage as pg_dump runs; parts retry on their own, and a streamed
+            # upload that fails for good fails this op (and the backup): only roles + manifest are left to upload.
+            storage=storage,
+            lock=lock_for(storage, target.object_lock_mode, record.retention_until),
         )
     for warning in result.warnings:
         context.log.warning(warning)
@@ -81,12 +92,12 @@ def dump(context: dg.OpExecutionContext, config: BackupConfig, backup_settings: 
 
 
 @dg.op(description="Upload archive and roles file, then manifest.json last; record the backup as completed.")
-def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings: BackupSettings) -> StagedBackup:
+def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings: BackupSettings) -> StoredBackup:
     settings = backup_settings.load()
     history = backup_settings.history(settings)
     if history.get(staged.backup_id).status == COMPLETED:
         context.log.info(f"Backup {staged.backup_id} is already uploaded and recorded; nothing to do")
-        return staged
+        return staged.stored()
     # A permanent failure (after the last retry) deletes the staged archive; a retry needs it.
     with failing_as(history, staged.backup_id, cleanup=backup_settings.stage_dir(settings, context.run_id)):
         storage = backup_settings.storage(settings, staged.target.storage_url)
@@ -99,7 +110,8 @@ def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings
             dagster_run_id=context.run_id,
         )
         try:
-            published = publish(storage, staged.names, staged.dump, manifest)
+            lock = lock_for(storage, staged.target.object_lock_mode, history.get(staged.backup_id).retention_until)
+            published = publish(storage, staged.names, staged.dump, manifest, lock=lock)
             pause_if_asked("after-publish")
         except StorageError as exc:
             # Directly invoked ops (tests, notebooks) have no retry count: treat as the first attempt.
@@ -121,13 +133,7 @@ def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings
             pg_dump_version=staged.dump.pg_dump_version,
             compression=staged.dump.codec,
         )
-    context.log_event(
-        dg.AssetMaterialization(
-            asset_key=["backups", staged.target.name],
-            description=f"{staged.backup_type} backup {record.id}",
-            metadata={**backup_metadata(record), **kpi_metadata(history.kpis(staged.target.name))},
-        )
-    )
+    # The asset is materialized by verify, once the backup's verdict is known.
     run_tripwire(context, history, staged.target, record)
     shutil.rmtree(staged.dump.archive_path.parent, ignore_errors=True)
-    return staged
+    return staged.stored()
