@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# Dagster instance: $DAGSTER_HOME if set, else ~/.backup_pipeline/dagster_home, the same one the CLI
+# uses; the CLI writes its dagster.yaml (run queue, run monitoring) and creates its storage.
 
-.PHONY: demo test chaos dev install clean
+.PHONY: demo test chaos dev instance install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-
-demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+demo: $(STAMP)
 	$(BIN)/backup-pipeline demo
 
 test: $(STAMP)
@@ -32,8 +29,12 @@ test: $(STAMP)
 chaos: $(STAMP)
 	$(BIN)/python chaos/chaos.py --trials $${CHAOS_TRIALS:-24}
 
-dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+dev: $(STAMP)
 	$(BIN)/backup-pipeline dev
+
+# Create or migrate the instance's storage once, before starting dagster-daemon and dagster-webserver.
+instance: $(STAMP)
+	$(BIN)/backup-pipeline instance init
 
 clean:
 	rm -rf $(VENV) .dagster_home .pytest_cache

@@ -1,24 +1,22 @@
-"""Running the jobs in this process against the configured Dagster instance.
+"""The CLI's and the demo's runs of the jobs: first-class Dagster runs on the shared instance.
 
-The CLI and the demo use these, so their runs show up in the Dagster UI like
-any other. Secrets given on the command line are put in this process's
-environment under a fixed variable name and only that name enters run config.
+Each run is created with the code location's origin (backup_pipeline/runs.py): a daemon alive on the
+instance queues it (one run per target) and runs it, otherwise it runs in this process; either way the UI
+shows it and the alert sensors see it. Secrets given on the command line are put in this process's
+environment under a fixed variable name and only that name enters run config, so such runs stay here.
 """
 
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import dagster as dg
-
-from backup_pipeline.core.history import BackupRecord, HistoryStore, default_history_url
-from backup_pipeline.defs.backup.jobs import backup_job
-from backup_pipeline.defs.drill.jobs import drill_job
-from backup_pipeline.defs.restore.jobs import restore_job
-from backup_pipeline.defs.retention.jobs import retention_job
 from backup_pipeline.core.errors import ConfigError
-from backup_pipeline.resources import MIGRATION_EVENT_TAG, TARGET_TAG, BackupSettings
+from backup_pipeline.core.history import BackupRecord, HistoryStore, default_history_url
+from backup_pipeline.dagster_home import ensure_dagster_home
+from backup_pipeline.defs.partitions import configured_targets, run_tags
+from backup_pipeline.resources import MIGRATION_EVENT_TAG
+
+__all__ = ["JobOutcome", "ensure_dagster_home", "history", "run_backup", "run_restore", "run_retention", "run_drill"]
 
 CLI_DSN_ENV = "BACKUP_PIPELINE_CLI_DSN"
 CLI_RESTORE_DSN_ENV = "BACKUP_PIPELINE_CLI_RESTORE_DSN"
@@ -33,46 +31,19 @@ class JobOutcome:
     output: object = None
 
 
-def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to ~/.backup_pipeline/dagster_home so runs persist and show in the UI."""
-    home = os.environ.get("DAGSTER_HOME") or str(Path.home() / ".backup_pipeline" / "dagster_home")
-    os.environ["DAGSTER_HOME"] = home
-    Path(home).mkdir(parents=True, exist_ok=True)
-    instance_yaml = Path(home) / "dagster.yaml"
-    if not instance_yaml.exists():
-        # The repository's dagster.yaml adds the run queue; this is the minimum for CLI runs.
-        instance_yaml.write_text("telemetry:\n  enabled: false\n")
-    return Path(home)
-
-
 def history() -> HistoryStore:
     ensure_dagster_home()
     return HistoryStore(default_history_url())
 
 
-def _failure_message(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data:
-            data = event.step_failure_data
-            if data.user_failure_data and data.user_failure_data.description:
-                return data.user_failure_data.description
-            if data.error:
-                return data.error.message.strip().splitlines()[-1]
-    return "the run failed; see the Dagster UI for details"
+def _execute(job_name: str, run_config: dict, tags: dict[str, str], verbose: bool, *, here: bool = False,
+             output: str | None = None) -> JobOutcome:
+    from backup_pipeline.runs import launch
 
-
-def _execute(job: dg.JobDefinition, run_config: dict, tags: dict[str, str], verbose: bool) -> dg.ExecuteInProcessResult:
-    """Run one job definition directly (loading the whole defs folder would only cost start-up time)."""
     ensure_dagster_home()
-    config = run_config if verbose else {**run_config, **_QUIET}
-    with dg.DagsterInstance.get() as instance:
-        return job.execute_in_process(
-            run_config=config,
-            instance=instance,
-            tags=tags,
-            resources={"backup_settings": BackupSettings()},
-            raise_on_error=False,
-        )
+    run = launch(job_name, run_config, tags, here=here, in_process_config=None if verbose else _QUIET,
+                 outputs=(output,) if output else ())
+    return JobOutcome(run.success, run.run_id, run.error, run.outputs.get(output) if output else None)
 
 
 def run_backup(
@@ -88,13 +59,15 @@ def run_backup(
         os.environ[CLI_DSN_ENV] = dsn
         dsn_env = CLI_DSN_ENV
     op_config = {"target": target, "type": backup_type, "storage_url": storage_url, "dsn_env": dsn_env}
-    result = _execute(backup_job, {"ops": {"dump": {"config": op_config}}}, {TARGET_TAG: target}, verbose)
-    record = history().find_by_run(result.run_id, target)
-    error = None if result.success else (record.error if record and record.error else _failure_message(result))
-    if not result.success and record and record.status == "completed":
+    # A DSN variable named by the caller lives in this process's environment, not the daemon's.
+    outcome = _execute("backup", {"ops": {"dump": {"config": op_config}}}, run_tags(target), verbose,
+                       here=dsn_env is not None)
+    record = history().find_by_run(outcome.run_id, target)
+    if not outcome.success and record and record.status == "completed":
         record = history().get(record.id)  # verification was recorded after the first read
-        error = _failure_message(result)
-    return JobOutcome(result.success, result.run_id, error), record
+    elif not outcome.success and record and record.error:
+        outcome.error = record.error
+    return outcome, record
 
 
 def run_restore(
@@ -114,26 +87,26 @@ def run_restore(
         "to_dsn_env": CLI_RESTORE_DSN_ENV if to_dsn else None, "confirm": confirm, "jobs": jobs,
     }
     # Tagged with the destination target so the run queue never overlaps it with that target's backups.
-    tags = {TARGET_TAG: to_target} if to_target else {}
-    result = _execute(restore_job, {"ops": {"safety_backup": {"config": op_config}}}, tags, verbose)
-    if not result.success:
-        return JobOutcome(False, result.run_id, _failure_message(result))
-    return JobOutcome(True, result.run_id, None, result.output_for_node("restore_backup"))
+    tags = run_tags(to_target)
+    return _execute("restore", {"ops": {"safety_backup": {"config": op_config}}}, tags, verbose,
+                    here=to_dsn is not None, output="restore_backup")
 
 
 def run_retention(*, dry_run: bool, target: str | None = None, verbose: bool = False) -> JobOutcome:
     config = {"ops": {"apply_retention_policy": {"config": {"dry_run": dry_run, "target": target}}}}
-    result = _execute(retention_job, config, {}, verbose)
-    if not result.success:
-        return JobOutcome(False, result.run_id, _failure_message(result))
-    return JobOutcome(True, result.run_id, None, result.output_for_node("apply_retention_policy"))
+    return _execute("retention", config, {}, verbose, output="apply_retention_policy")
 
 
 def run_drill(target: str | None = None, backup_id: str | None = None, verbose: bool = False) -> JobOutcome:
-    tags = {TARGET_TAG: target} if target else {}
-    config = {"ops": {"drill_latest": {"config": {"target": target, "backup_id": backup_id}}}}
-    result = _execute(drill_job, config, tags, verbose)
-    return JobOutcome(result.success, result.run_id, None if result.success else _failure_message(result))
+    """One drill run per target (its partition): of `target`, of backup_id's target, or of every configured target."""
+    tagged = target or (history().get(backup_id).target if backup_id else None)
+    if tagged is None:
+        outcomes = [run_drill(name, verbose=verbose) for name in configured_targets()]
+        failed = [o for o in outcomes if not o.success]
+        return JobOutcome(not failed, (failed or outcomes)[-1].run_id if outcomes else "",
+                          "; ".join(o.error or "failed" for o in failed) or None)
+    config = {"ops": {"pick_backup": {"config": {"target": target, "backup_id": backup_id}}}}
+    return _execute("drill", config, run_tags(tagged), verbose)
 
 
 def backup_json(record: BackupRecord) -> dict:
@@ -157,6 +130,8 @@ def parse_duration(text: str) -> float:
 
 def wait_for_migration_backup(event_id: str, timeout_s: float, poll_s: float = 2.0) -> tuple[bool, str]:
     """Block until the event's pre-migration backup is completed and verified (True) or has failed (False)."""
+    import dagster as dg
+
     store = history()
     deadline = time.monotonic() + timeout_s
     with dg.DagsterInstance.get() as instance:

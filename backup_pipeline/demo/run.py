@@ -70,7 +70,9 @@ def run_demo(verbose: bool = False) -> int:
 
 def run_dev(port: int = 3000) -> int:
     """Keep a demo database running and open the Dagster UI with it as target 'demo'."""
-    ensure_dagster_home()
+    from backup_pipeline.dagster_home import migrate_storage
+
+    migrate_storage(lambda line: None)  # before `dagster dev` starts a daemon and a webserver on it at once
     source, dsn = start_demo_database()
     env = dict(os.environ, **{
         DEMO_DSN_ENV: dsn,
