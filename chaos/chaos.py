@@ -310,6 +310,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the lab folder for inspection")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` and CI stops still clean up the lab
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     random.seed(seed)
     print(f"chaos: {args.trials} trials, seed {seed} (rerun with --seed {seed})")
