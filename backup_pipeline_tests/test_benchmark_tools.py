@@ -24,7 +24,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 import appdata  # noqa: E402
 import five_ways  # noqa: E402
-from proc_sampler import DirSampler, TreeSampler  # noqa: E402
+from proc_sampler import DirSampler, TreeSampler, postgres_cpu_seconds  # noqa: E402
 from throttle_proxy import ThrottleProxy  # noqa: E402
 
 
@@ -102,7 +102,7 @@ def test_throttle_proxy_without_a_limit_is_fast_and_bounded(sink_server):
 
 def test_appdata_loads_related_tables_that_compress_like_application_data(pg_server):
     dsn = new_database(pg_server.dsn(), "bench_appdata")
-    loaded = appdata.load(dsn, 8)
+    loaded = appdata.load(dsn, 4)
     assert set(loaded.rows) == {"customers", "orders", "order_items", "events"}
     assert 4 * 1024 * 1024 < loaded.size < 24 * 1024 * 1024
     with psycopg.connect(dsn) as conn:
@@ -124,10 +124,10 @@ def test_appdata_loads_related_tables_that_compress_like_application_data(pg_ser
 
 def test_samplers_see_a_childs_memory_and_a_directorys_peak(tmp_path):
     script = ("import time, pathlib, sys; b = bytearray(60 * 1024 * 1024); p = pathlib.Path(sys.argv[1]) / 'f';"
-              "p.write_bytes(b'x' * 3_000_000); time.sleep(0.3); p.unlink()")
+              "p.write_bytes(b'x' * 3_000_000); time.sleep(0.8); p.unlink()")
     dirs = DirSampler(tmp_path)
     dirs.start()
-    proc = subprocess.Popen(["bash", "-c", f'sleep 0.2; "{sys.executable}" -c "{script}" "{tmp_path}"; true'])
+    proc = subprocess.Popen(["bash", "-c", f'sleep 1; "{sys.executable}" -c "{script}" "{tmp_path}"; true'])
     tree = TreeSampler(proc.pid)
     tree.start()
     assert proc.wait() == 0
@@ -138,6 +138,18 @@ def test_samplers_see_a_childs_memory_and_a_directorys_peak(tmp_path):
     assert tree.first_start["sleep"] < min(t for n, t in tree.first_start.items() if n.startswith("python"))
     assert dirs.peak == 3_000_000
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cpu_seconds_count_a_grandchild_and_a_finished_backend(pg_server):
+    burn = "import time; t = time.process_time(); exec('while time.process_time() - t < 0.4: pass')"
+    sample, _, _ = five_ways.run_sampled(["bash", "-c", f'"{sys.executable}" -c "{burn}"; true'], dict(os.environ),
+                                         "burner")
+    assert 0.4 <= sample.cpu < 3
+    before = postgres_cpu_seconds(pg_server.data_dir)
+    with psycopg.connect(pg_server.dsn()) as conn:
+        conn.execute("SELECT count(*) FROM generate_series(1, 1000000)").fetchone()
+    time.sleep(0.3)  # the postmaster reaps the backend
+    assert postgres_cpu_seconds(pg_server.data_dir) - before > 0.05
 
 
 def test_importtime_parsing_totals_top_level_imports():

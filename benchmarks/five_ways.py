@@ -22,11 +22,13 @@ Each way runs as one process tree, sampled every 50 ms (proc_sampler.py): peak
 RSS is the largest sum of per-process peaks (VmHWM) at one moment; for (e) it
 includes the drill's PostgreSQL server processes, for (d) not the second
 server's (it is not in the tree; the seed's backup project runs elsewhere).
-For (c) and (e) BACKUP_STAGE_DIR is sampled for its peak size. Their in-run
-time (first to last Dagster event) is shown next to the wall time, and the
-start-up row says how long after exec the pg_dump process appeared; a last
-probe run with `-X importtime` (PYTHONPROFILEIMPORTTIME) says where the import
-part of that goes.
+CPU seconds (user + system of the whole tree, from wait4, plus what the two
+servers spent meanwhile) are shown too: on a busy machine they vary much less
+than wall time. For (c) and (e) BACKUP_STAGE_DIR is sampled for its peak
+size. Their in-run time (first to last Dagster event) is shown next to the
+wall time, and the start-up row says how long after exec the pg_dump process
+appeared; a last probe run with `-X importtime` (PYTHONPROFILEIMPORTTIME) says
+where the import part of that goes.
 
 Targets: (c)/(a) <= 1.2 (compression, hashing, storage and verification add at
 most 20 % to reading the database), (b)/(c) >= 2 (twice as fast as the seed's
@@ -71,7 +73,7 @@ from bench_common import (  # noqa: E402
     DBNAME, MB, MeasurementError, Row, attempt, clean_env, exit_status, fmt_ratio, log, machine_info, mb, pg_env,
     print_table, ratio_of, verdict
 )
-from proc_sampler import DirSampler, TreeSampler  # noqa: E402
+from proc_sampler import DirSampler, TreeSampler, postgres_cpu_seconds  # noqa: E402
 from throttle_proxy import ThrottleProxy  # noqa: E402
 
 WAYS = ("a", "b", "c", "d", "e")
@@ -119,6 +121,7 @@ class Sample:
     to_pg_dump: float | None = None  # seconds from exec to the pg_dump process
     starts: dict[str, float] = field(default_factory=dict)  # seconds from exec to each child name's first process
     steps: dict[str, float] = field(default_factory=dict)
+    cpu: float | None = None  # CPU seconds of the tree plus the two servers' work meanwhile
 
 
 @dataclass
@@ -165,8 +168,10 @@ def run_sampled(cmd: list[str], env: dict[str, str], what: str, *, stage: Path |
         try:
             tree = TreeSampler(proc.pid)
             tree.start()
-            returncode = proc.wait()
+            # wait4: the CPU time of the whole tree (every descendant that was waited for), not only the root's.
+            _, status, usage = os.wait4(proc.pid, 0)
             seconds = time.perf_counter() - start
+            proc.returncode = returncode = os.waitstatus_to_exitcode(status)
             tree.stop()
         finally:
             if proc.poll() is None:
@@ -181,7 +186,8 @@ def run_sampled(cmd: list[str], env: dict[str, str], what: str, *, stage: Path |
         tail = " ".join(line for line in stderr_text.splitlines() if not line.startswith("import time:"))[-1500:]
         raise MeasurementError(f"{what} exited with {returncode}: {tail}")
     sample = Sample(seconds, tree.tree_peak, dict(tree.peaks), dirs.peak if dirs else None,
-                    to_pg_dump=tree.first_start.get("pg_dump"), starts=dict(tree.first_start))
+                    to_pg_dump=tree.first_start.get("pg_dump"), starts=dict(tree.first_start),
+                    cpu=usage.ru_utime + usage.ru_stime)
     return sample, stdout_text, stderr_text
 
 
@@ -274,13 +280,12 @@ def _boto_keys() -> dict[str, str]:
 
 
 def run_way(b: Bench, way: str) -> Sample:
-    if way == "a":
-        return way_a(b)
-    if way == "b":
-        return way_b(b)
-    if way == "d":
-        return way_d(b)
-    return way_cli(b, way)[0]
+    """One way, with the CPU time the source and seed 000's servers spent on it added to its tree's."""
+    servers = (b.source.data_dir, b.seed_server.data_dir)
+    before = sum(postgres_cpu_seconds(d) for d in servers)
+    sample = {"a": way_a, "b": way_b, "d": way_d}[way](b) if way in "abd" else way_cli(b, way)[0]
+    sample.cpu += sum(postgres_cpu_seconds(d) for d in servers) - before
+    return sample
 
 
 # ---------------------------------------------------------------- start-up
@@ -356,12 +361,12 @@ def _secs(value: float | None) -> str:
 
 
 def print_ways(b: Bench) -> None:
-    header = ("way", "best s", "median s", "in-run s", "peak RSS", "stage peak", "stored")
+    header = ("way", "best s", "median s", "in-run s", "CPU s", "peak RSS", "stage peak", "stored")
     lines = [header]
     for way in WAYS:
         s = b.samples[way]
         lines.append((TITLES[way], _secs(best(s)) if s else "ERROR", _secs(median(s)), _secs(best(s, "in_run")),
-                      mb(peak(s, "tree_peak")), mb(peak(s, "stage_peak")), mb(peak(s, "size"))))
+                      _secs(best(s, "cpu")), mb(peak(s, "tree_peak")), mb(peak(s, "stage_peak")), mb(peak(s, "size"))))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     print()
     for n, line in enumerate(lines):
@@ -401,6 +406,9 @@ def ratio_rows(b: Bench) -> tuple[list[Row], bool]:
     for top, bottom in (("c", "a"), ("e", "d")):
         rows.append((f"({top}) in-run / ({bottom}) (info)", fmt_ratio(ratio_of(best(s[top], "in_run"), best(s[bottom]))),
                      "", ""))
+    for top, bottom in pairs.values():  # CPU seconds hardly depend on what else the machine runs
+        rows.append((f"({top})/({bottom}) CPU seconds (info)", fmt_ratio(ratio_of(best(s[top], "cpu"),
+                                                                             best(s[bottom], "cpu"))), "", ""))
     return rows, passed
 
 

@@ -94,6 +94,25 @@ class TreeSampler(_Poller):
             self.peaks[name] = max(self.peaks.get(name, 0), value)
 
 
+def postgres_cpu_seconds(data_dir: Path) -> float:
+    """CPU seconds used so far by a running PostgreSQL: the postmaster, its live children and the reaped ones.
+
+    Backends exit when their connection closes and the postmaster reaps them,
+    so the difference of two readings is the server's work in between.
+    """
+    pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    postmaster = psutil.Process(pid)
+    times = postmaster.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in postmaster.children(recursive=True):
+        try:
+            child_times = child.cpu_times()
+        except psutil.Error:
+            continue  # exited meanwhile: now in the postmaster's children_* times
+        total += child_times.user + child_times.system
+    return total
+
+
 def tree_size(path: Path) -> int:
     """Bytes of the regular files under `path` (0 when it does not exist); files vanishing meanwhile are skipped."""
     total = 0
