@@ -12,6 +12,7 @@ import dagster as dg
 from backup_pipeline.core.config import Settings, load_settings
 from backup_pipeline.core.history import HistoryStore, default_history_url
 from backup_pipeline.core.storage import Storage, open_storage
+from backup_pipeline.core.storage.fallback import FallbackStorage
 
 TARGET_TAG = "backup_pipeline/target"
 MIGRATION_EVENT_TAG = "backup_pipeline/migration_event"
@@ -31,7 +32,10 @@ class BackupSettings(dg.ConfigurableResource):
         return HistoryStore(self.history_url or settings.history_url or default_history_url())
 
     def storage(self, settings: Settings, url: str) -> Storage:
-        return open_storage(url, settings.s3)
+        """The storage at url; a target's primary comes with its second copies behind it for reads."""
+        primary = open_storage(url, settings.s3)
+        copies = next((t.copies for t in settings.targets.values() if t.storage_url == url and t.copies), ())
+        return FallbackStorage(primary, [open_storage(c, settings.s3) for c in copies]) if copies else primary
 
     def stage_dir(self, settings: Settings, run_id: str) -> Path:
         return settings.stage_dir / run_id

@@ -17,7 +17,7 @@ from .config import Target
 from .archive import MANIFEST_FORMAT_VERSION, BackupNames, manifest_bytes, parse_manifest, sha256_of
 from .dump import DumpResult, dump_database
 from .encryption import decrypt_bytes, decrypt_stream, identities_for, is_encrypted, manifest_entry, recipients_for
-from .errors import VerifyError
+from .errors import StorageError, VerifyError
 from .history.models import SOURCE_MANIFEST
 from .storage import Storage
 from .storage.base import ObjectLock
@@ -42,7 +42,8 @@ class Published:
 
 
 def build_manifest(
-    *, backup_id: str, target: str, backup_type: str, names: BackupNames, dump: DumpResult, dagster_run_id: str | None
+    *, backup_id: str, target: str, backup_type: str, names: BackupNames, dump: DumpResult, dagster_run_id: str | None,
+    copies: tuple[str, ...] | list[str] = (),
 ) -> dict:
     return {
         "format_version": MANIFEST_FORMAT_VERSION,
@@ -75,6 +76,7 @@ def build_manifest(
         "created_by": f"backup_pipeline {package_version()}",
         "warnings": dump.warnings,
         "encryption": manifest_entry(dump.recipients),
+        "copies": list(copies),
     }
 
 
@@ -149,7 +151,22 @@ def download_verified(storage: Storage, manifest: dict, local: Path) -> None:
 
     An age-encrypted archive is checked as stored, then decrypted in place, so local always holds
     the compressed dump; without a key that opens it, IdentityMissing is raised before downloading.
+    If the stored archive is corrupt, the storage's second copies (core/storage/fallback.py) are tried.
     """
+    try:
+        _download_verified(storage, manifest, local)
+    except VerifyError as corrupt:
+        for copy in getattr(storage, "alternatives", list)():
+            try:
+                _download_verified(copy, manifest, local)
+            except (StorageError, VerifyError):
+                continue
+            storage.note(f"downloaded {manifest['archive']['key']} from copy {copy.url}: the primary's is corrupt ({corrupt})")
+            return
+        raise
+
+
+def _download_verified(storage: Storage, manifest: dict, local: Path) -> None:
     key = manifest["archive"]["key"]
     identities = identities_for(manifest) if is_encrypted(manifest) else None
     storage.download_file(key, local)

@@ -87,6 +87,7 @@ class Target:
     tripwire_min_rows: int = 1000  # …if it had at least this many, or disappearing, raises the tripwire
     tripwire_pin: bool = True  # …which then pins the previous backup until `keep` releases it
     object_lock_mode: str = "GOVERNANCE"  # S3 Object Lock mode where the bucket has it: GOVERNANCE or COMPLIANCE
+    copies: tuple[str, ...] = ()  # storage URLs that receive a second copy of every backup (3-2-1)
 
     def dsn(self, env: Mapping[str, str] | None = None) -> str:
         return _env_dsn(self.name, self.dsn_env, env)
@@ -214,6 +215,7 @@ def _target_from_yaml(name: str, given: dict, defaults: dict, path: str) -> Targ
         tripwire_min_rows=merged.get("tripwire_min_rows", 1000),
         tripwire_pin=merged.get("tripwire_pin", True),
         object_lock_mode=merged.get("object_lock_mode", "GOVERNANCE"),
+        copies=tuple(check_storage_url(url, f"{where('copies')}[{i}]") for i, url in enumerate(merged.get("copies", []))),
     )
 
 

@@ -61,6 +61,7 @@ class DrillResult:
     server_version: str | None = None
     restore_seconds: float | None = None
     restored_bytes: int | None = None
+    read_from_copy: str | None = None  # why and which second copy was read, when the primary failed
 
     @property
     def row_counts_match(self) -> bool:
@@ -78,8 +79,9 @@ class DrillResult:
     def reason(self) -> str:
         if self.passed:
             skipped = f"; skipped extensions: {', '.join(self.skipped_extensions)}" if self.skipped_extensions else ""
-            return f"restored and matched the manifest in {self.restore_seconds:.1f}s{skipped}"
-        return "; ".join(self.reasons) or "drill failed"
+            copy = f"; {self.read_from_copy}" if self.read_from_copy else ""
+            return f"restored and matched the manifest in {self.restore_seconds:.1f}s{skipped}{copy}"
+        return "; ".join(self.reasons + ([self.read_from_copy] if self.read_from_copy else [])) or "drill failed"
 
     def to_detail(self) -> dict:
         return {
@@ -95,6 +97,7 @@ class DrillResult:
             "server_version": self.server_version,
             "restore_seconds": self.restore_seconds,
             "restored_bytes": self.restored_bytes,
+            "read_from_copy": self.read_from_copy,
         }
 
 
@@ -174,6 +177,7 @@ def drill_backup(
                                  "set BACKUP_STAGE_DIR to a writable folder") from None
         try:
             _drill_in(storage, manifest, stage_dir, work, assertion_files, server_major, jobs, result)
+            result.read_from_copy = "; ".join(getattr(storage, "notes", [])) or None
         finally:
             shutil.rmtree(work, ignore_errors=True)
     finally:

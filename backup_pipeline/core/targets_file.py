@@ -52,6 +52,7 @@ class TargetSettings(BaseModel):
     tripwire_min_rows: int | None = Field(None, ge=0)
     tripwire_pin: bool | None = None
     object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+    copies: Annotated[list[str] | None, BeforeValidator(_one_or_many)] = None
 
 
 class TargetsFile(TargetSettings):

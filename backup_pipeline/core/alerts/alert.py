@@ -5,10 +5,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from backup_pipeline.core.freshness import BACKUP_MAX_AGE, hours
 from backup_pipeline.core.redact import redact_text
 
-Kind = Literal["run_failed", "verification_failed", "drill_error", "stale_target", "row_counts_dropped"]
-KINDS: tuple[str, ...] = ("run_failed", "verification_failed", "drill_error", "stale_target", "row_counts_dropped")
+Kind = Literal["run_failed", "verification_failed", "drill_error", "stale_target", "row_counts_dropped", "copy_failed"]
+KINDS: tuple[str, ...] = ("run_failed", "verification_failed", "drill_error", "stale_target", "row_counts_dropped", "copy_failed")
 # A drill that could not run says nothing about the backup; the alert says so, whatever the op wrote.
 DRILL_ERROR_NOTE = "the backup's verdict is unchanged; the drill will be retried"
 # Discord's Slack-compatible endpoint rejects messages over 2000 characters.
@@ -48,12 +49,13 @@ class Alert:
     def title(self) -> str:
         target = self.target or "all targets"
         if self.kind == "stale_target":
-            return f"Backup stale: no completed backup of target {target} in the last 26 hours"
+            return f"Backup stale: no completed backup of target {target} in the last {hours(BACKUP_MAX_AGE)}"
         where = ", ".join([f"target {target}", *(f"{label} {value}" for label, value in
                                                   (("job", self.job), ("step", self.step)) if value)])
         headline = {"verification_failed": "Backup verification failed",
                     "drill_error": "Backup drill could not run",
                     "row_counts_dropped": "Possible data loss: tables shrank since the previous backup",
+                    "copy_failed": "Second copy of a backup failed",
                     }.get(self.kind, "Backup pipeline run failed")
         return f"{headline}: {where}"
 

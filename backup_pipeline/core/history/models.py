@@ -134,6 +134,8 @@ backup_history = sa.Table(
     # The latest drill that could not run (revision 0004); cleared when a drill runs. Never a verdict.
     sa.Column("drill_error", sa.Text()),
     sa.Column("drill_error_at", UTCDateTime()),
+    # Second copies (revision 0005): [{"url", "state", "manifest_uri", "detail", "attempts", "at"}, …].
+    sa.Column("copies", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
     sa.UniqueConstraint("dagster_run_id", "target"),
     sa.CheckConstraint(sa.column("status").in_(STATUSES), name="status"),
     sa.CheckConstraint(sa.column("verification_status").in_(VERIFICATION_STATUSES), name="verification_status"),

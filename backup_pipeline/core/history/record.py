@@ -48,6 +48,7 @@ class BackupRecord:
     retention_detail: str | None = None
     drill_error: str | None = None
     drill_error_at: datetime | None = None
+    copies: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "BackupRecord":

@@ -338,6 +338,16 @@ class HistoryStore(MigrationEventsMixin, RetentionMixin, KpisMixin):
             self._update(conn, backup_id, {"drill_error": redact_text(reason), "drill_error_at": _utc(at)})
         return self.get(backup_id)
 
+    def record_copies(self, backup_id: str, copies: list[dict[str, Any]]) -> BackupRecord:
+        """Record where a completed backup's second copies are and their state; details are stored redacted."""
+        clean = [{**c, "detail": redact_text(c["detail"]) if c.get("detail") else c.get("detail")} for c in copies]
+        with self._connect() as conn:
+            current = self._get_for_update(conn, backup_id)
+            if current.status != COMPLETED:
+                raise ValueError(f"backup {backup_id} is {current.status}; only completed backups have copies")
+            self._update(conn, backup_id, {"copies": clean})
+        return self.get(backup_id)
+
     def record_standby(
         self, backup_id: str, *, ok: bool, detail: str | None = None, synced_at: datetime | None = None
     ) -> BackupRecord:

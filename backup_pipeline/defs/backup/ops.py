@@ -21,6 +21,8 @@ from backup_pipeline.core.errors import ConfigError, StorageError
 from backup_pipeline.core.history import COMPLETED
 from backup_pipeline.core.object_lock import lock_for
 from backup_pipeline.core.pgconn import PgConn
+from backup_pipeline.core.storage import open_storage
+from backup_pipeline.defs.backup.copies import run_copies
 from backup_pipeline.defs.backup.tripwire import run_tripwire
 from backup_pipeline.core.liveness import pause_if_asked
 from backup_pipeline.defs.failures import failing_as, user_message
@@ -108,6 +110,7 @@ def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings
             names=staged.names,
             dump=staged.dump,
             dagster_run_id=context.run_id,
+            copies=staged.target.copies,
         )
         try:
             lock = lock_for(storage, staged.target.object_lock_mode, history.get(staged.backup_id).retention_until)
@@ -135,5 +138,7 @@ def upload(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings
         )
     # The asset is materialized by verify, once the backup's verdict is known.
     run_tripwire(context, history, staged.target, record)
+    run_copies(context, history, staged, manifest, record, lambda url: open_storage(url, settings.s3),
+               backup_settings.stage_dir(settings, context.run_id) / "copies")
     shutil.rmtree(staged.dump.archive_path.parent, ignore_errors=True)
     return staged.stored()
