@@ -1,8 +1,5 @@
 """Drills and verification in core: what a drill catches, and that its server always goes away."""
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,16 +27,6 @@ def _publish(dsn: str, tmp_path: Path, target: str = "shop"):
     storage = open_storage(f"file://{tmp_path / 'store'}")
     publish(storage, names, result, manifest)
     return storage, names, manifest
-
-
-@pytest.fixture
-def drill_tmp(monkeypatch) -> Iterator[Path]:
-    """A temp folder of this test's own for drill servers, so servers of tests running alongside do not count."""
-    path = Path(tempfile.mkdtemp(prefix="drill-tmp-", dir="/tmp"))
-    path.chmod(0o755)  # the servers run as nobody
-    monkeypatch.setattr(tempfile, "tempdir", str(path))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _drill_servers(under: Path) -> set[int]:

@@ -9,7 +9,7 @@ import pytest
 from backup_pipeline.core.drill import drill_backup
 from backup_pipeline.core.errors import DrillError
 from backup_pipeline.core.storage import S3Settings, open_storage
-from backup_pipeline_tests.core.test_drill import _drill_servers, _publish, drill_tmp  # noqa: F401 - a fixture
+from backup_pipeline_tests.core.test_drill import _drill_servers, _publish
 from backup_pipeline_tests.fix_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
 

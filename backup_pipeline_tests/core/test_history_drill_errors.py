@@ -6,7 +6,11 @@ import pytest
 import sqlalchemy as sa
 
 from backup_pipeline.core.history import HistoryStore, normalize_history_url
-from backup_pipeline_tests.core.test_history import COMPLETE_ARGS, _completed, _migrate_to
+from backup_pipeline_tests.core.test_history import (
+    COMPLETE_ARGS,
+    _completed,
+    _migrate_to,
+)
 
 LEAKY = "cannot reach endpoint http://key:S3cretPa55@127.0.0.1:9/ while downloading s3://b/x.dump.zst"
 
