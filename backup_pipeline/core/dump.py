@@ -69,6 +69,7 @@ class DumpResult:
     finished_at: datetime
     warnings: list[str] = field(default_factory=list)
     recipients: tuple[str, ...] = ()  # age public keys the archive and roles file are encrypted for
+    archive_uri: str | None = None  # set when the archive was streamed straight into storage (no stage copy)
 
     @property
     def server_major(self) -> int:
@@ -150,10 +151,14 @@ def dump_database(
     threads: int = DEFAULT_THREADS,
     lock_wait_timeout_s: int = 300,
     recipients: Sequence[str] = (),
+    storage=None,
+    lock=None,
 ) -> DumpResult:
     """Dump the whole database behind `dsn` into stage_dir; returns what the manifest needs.
 
     With age recipients the archive and roles file are encrypted after compression, before they touch the disk.
+    With `storage`, the archive streams into its key there while pg_dump runs (parts uploaded as they fill,
+    Object Lock `lock` applied) and only the roles file lands in stage_dir; the object appears only on success.
     """
     conn = PgConn.parse(dsn)
     conn.check_not_transaction_pooler()
@@ -171,9 +176,11 @@ def dump_database(
         pg.execute("SET LOCAL row_security = off")  # as pg_dump: an RLS-filtered count would be wrong
         pg.execute(f"SET LOCAL lock_timeout = {int(lock_wait_timeout_s) * 1000}")
         snapshot_id = pg.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        size_hint = pg.execute("SELECT pg_database_size(current_database())").fetchone()[0] * 3 // 2
 
         env = conn.subprocess_env()
-        with tempfile.TemporaryFile() as stderr_file, open(partial, "wb") as out:
+        sink = storage.open_write(names.archive, size_hint, lock) if storage is not None else _StageFile(partial)
+        with tempfile.TemporaryFile() as stderr_file, sink as out:
             proc = subprocess.Popen(
                 [tools.path("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
                  "--no-password", f"--lock-wait-timeout={int(lock_wait_timeout_s) * 1000}",
@@ -185,8 +192,8 @@ def dump_database(
                 counting = pool.submit(snapshot_facts, pg)
                 try:
                     raw_size = compress_stream(proc.stdout, writer, names.codec, level, threads, recipients)
-                    out.flush()
-                    os.fsync(out.fileno())
+                    if storage is None:
+                        out.flush()
                 except BaseException as exc:
                     proc.kill()
                     pg.cancel_safe()
@@ -215,9 +222,11 @@ def dump_database(
                     raise DumpError(
                         f"counting rows of {conn.where} failed: {redact_text(str(exc), conn.secrets())}"
                     ) from None
+            archive_uri = out.commit() if storage is not None else None
         pg.rollback()
 
-    os.replace(partial, archive_path)
+    if storage is None:
+        os.replace(partial, archive_path)
     globals_path, globals_size, globals_sha, globals_warning = dump_roles(conn, tools, stage_dir, names, recipients)
     if globals_warning:
         warnings.append(globals_warning)
@@ -241,7 +250,27 @@ def dump_database(
         finished_at=datetime.now(UTC),
         warnings=warnings,
         recipients=tuple(recipients),
+        archive_uri=archive_uri,
     )
+
+
+class _StageFile:
+    """The archive's `.partial` file in the stage, fsynced on commit, deleted unless committed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._out = open(path, "wb")
+        self.write = self._out.write
+
+    def flush(self) -> None:
+        self._out.flush()
+        os.fsync(self._out.fileno())
+
+    def __enter__(self) -> "_StageFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._out.close()
 
 
 def dump_roles(conn: PgConn, tools: PgTools, stage_dir: Path, names: BackupNames, recipients: Sequence[str] = ()):

@@ -3,7 +3,8 @@
 Design decision: storage, not the dead process, decides a row's fate. A
 manifest in storage means the upload finished (it is always written last),
 so the row becomes `completed` with the manifest's facts and its archive's
-sha256 is checked; no manifest means `failed` ("interrupted"). A row is only
+sha256 is checked; no manifest means `failed` ("interrupted") and the parts of
+its streamed archive upload are aborted (its temp file, locally). A row is only
 touched once its run is provably dead (liveness.RunJudge), and when storage
 cannot be read the row is left for the next run rather than guessed at.
 """
@@ -82,8 +83,24 @@ def resolve_row(record, history, storages: list[Storage]) -> tuple[str, str]:
         history.set_verification(record.id, CHECKSUM_OK, f"sha256 {digest} and size {size} match the manifest "
                                  "(checked when recovering from its run's death)")
         return COMPLETED, f"backup {record.id} was uploaded before its run died: completed, checksum ok"
+    for storage in storages:
+        sweep_interrupted_upload(storage, record)
     history.fail(record.id, interrupted_message(record.dagster_run_id))
     return FAILED, f"backup {record.id} ({record.target}): {interrupted_message(record.dagster_run_id)}"
+
+
+def sweep_interrupted_upload(storage: Storage, record) -> None:
+    """Abort the dead run's streamed upload (S3 multipart parts) or delete its temp file (local), if any."""
+    names = BackupNames.for_backup(record.target, record.timestamp, "none", record.id)
+    stem = f"{names.directory}/{names.base}."
+    if hasattr(storage, "list_incomplete_uploads"):
+        for upload in storage.list_incomplete_uploads():
+            if upload.key.startswith(stem):
+                storage.abort_incomplete_upload(upload)
+    if hasattr(storage, "list_partials"):
+        for partial in storage.list_partials(f"{names.directory}/"):
+            if partial.writer_alive is False and partial.path.rpartition("/")[2].startswith(f".{names.base}."):
+                storage.delete_partial(partial.path)
 
 
 def recover(

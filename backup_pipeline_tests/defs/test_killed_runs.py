@@ -82,7 +82,7 @@ def _only_row(capsys) -> dict:
 
 def test_every_job_runs_its_ops_in_one_process():
     assert {job.name: job.executor_def.name for job in defs().resolve_all_job_defs()} == dict.fromkeys(
-        ["backup", "check_backups", "drill", "restore", "retention"], "in_process")
+        ["backup", "drill", "restore", "retention"], "in_process")
 
 
 @pytest.mark.slow
@@ -100,12 +100,15 @@ def test_a_backup_killed_during_pg_dump_is_resolved_failed_and_its_stage_deleted
     _kill(proc)
     gone, alive = psutil.wait_procs([dumper], timeout=10)
     assert not alive, "pg_dump outlived the killed backup"
-    assert _files_under(env.stage_dir), "the dump had written nothing yet: the kill came too late or too early"
+    storage_root = Path(env.local_storage_url.removeprefix("file://"))
+    # The archive streams straight into storage's temp file, not the stage.
+    assert _files_under(storage_root), "the dump had written nothing yet: the kill came too late or too early"
 
     row = _only_row(capsys)  # `list` resolves the dead run first
     assert row["status"] == "failed"
     assert row["error"] == f"interrupted: the run {row['dagster_run_id']} died before finishing"
     assert _files_under(env.stage_dir) == []
+    assert _files_under(storage_root) == []  # its temp file went with it
     assert list(env.stage_dir.iterdir()) == [env.stage_dir / ".locks"]
     with dg.DagsterInstance.get() as instance:  # no longer STARTED forever: failure sensors and the UI see it
         assert instance.get_run_by_id(row["dagster_run_id"]).status == dg.DagsterRunStatus.FAILURE
@@ -181,3 +184,38 @@ def test_the_next_retention_run_sweeps_a_killed_local_upload(env, configure, sou
     assert not partial.exists()
     (logged,) = [e for e in env.history().retention_log(target="shop") if e["action"] == "delete_partial"]
     assert logged["object_uri"] == partial.as_uri() and not logged["dry_run"]
+
+
+@pytest.mark.slow
+def test_a_backup_killed_during_its_streamed_s3_upload_leaves_no_manifest_and_no_parts(
+        env, big_dsn, s3_server, s3_bucket, monkeypatch, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from throttle_proxy import ThrottleProxy
+
+    from backup_pipeline_tests.fix_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
+    s3_env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+              "AWS_REGION": "us-east-1"}
+    client = __import__("boto3").client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                                        aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY)
+
+    def upload_started():
+        return client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+
+    with ThrottleProxy(upstream_port=int(s3_server.rsplit(":", 1)[1]), mbit_per_s=40) as proxy:
+        proc = _start_backup(big_dsn, f"s3://{s3_bucket}/b", AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}",
+                             **s3_env)
+        try:
+            _wait(upload_started, 120, "the streamed archive upload to start")
+            dumper = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "pg_dump"]
+            assert dumper, "pg_dump had already finished: dump and upload did not overlap"
+        finally:
+            _kill(proc)
+        psutil.wait_procs(dumper, timeout=10)
+
+    for var, value in {**s3_env, "AWS_ENDPOINT_URL": s3_server, "BACKUP_STORAGE_URL": f"s3://{s3_bucket}/b"}.items():
+        monkeypatch.setenv(var, value)
+    row = _only_row(capsys)  # `list` resolves the dead run: no manifest, so failed, and its upload is aborted
+    assert row["status"] == "failed" and row["error"].startswith("interrupted")
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+    assert _stage_files(env.stage_dir) == []

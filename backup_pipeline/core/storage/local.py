@@ -78,6 +78,15 @@ class LocalStorage:
         self._write_atomic(dest, lambda out: out.write(data))
         return dest.as_uri()
 
+    def open_write(self, key: str, size_hint: int = 0, lock: object = None) -> LocalStreamWriter:
+        """A writer straight into the object's temp file; commit() renames it into place, close() alone deletes it."""
+        dest = self._path(key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_storage_error(exc, dest.parent, "creating folder") from exc
+        return LocalStreamWriter(dest)
+
     def open_read(self, key: str) -> BinaryIO:
         path = self._path(key)
         try:
@@ -184,6 +193,57 @@ class LocalStorage:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
         _fsync_dir(dest.parent)
+
+
+class LocalStreamWriter:
+    """Streams into `.<name>.partial-*` (flocked, so sweepers see a live writer); errors are StorageError."""
+
+    def __init__(self, dest: Path):
+        self.dest, self.size = dest, 0
+        self.tmp = partial_name(dest, secrets.token_hex(6))
+        try:
+            self._out = open(self.tmp, "xb")
+        except OSError as exc:
+            raise os_storage_error(exc, dest, "writing") from exc
+        _lock_quietly(self._out.fileno())
+        self._done = False
+
+    def write(self, data: bytes) -> int:
+        try:
+            self._out.write(data)
+        except OSError as exc:
+            raise os_storage_error(exc, self.dest, "writing") from exc
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def commit(self) -> str:
+        try:
+            self._out.flush()
+            os.fsync(self._out.fileno())
+            os.replace(self.tmp, self.dest)
+        except OSError as exc:
+            raise os_storage_error(exc, self.dest, "writing") from exc
+        self._done = True
+        self._out.close()
+        _fsync_dir(self.dest.parent)
+        return self.dest.as_uri()
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._out.close()
+        if not self._done:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink(missing_ok=True)
+        self._done = True
+
+    def __enter__(self) -> LocalStreamWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
 
 
 @dataclass(frozen=True)
