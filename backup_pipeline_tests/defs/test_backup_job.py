@@ -155,9 +155,11 @@ def test_definitions_declare_an_asset_and_a_daily_schedule_per_target(backup_env
     assert keys == {dg.AssetKey(["backups", "prod"]), dg.AssetKey(["backups", "analytics"])}
     schedule = loaded.resolve_schedule_def("daily_backup_prod")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 2 * * *", "UTC")
-    with dg.build_schedule_context(scheduled_execution_time=__import__("datetime").datetime(2026, 11, 25, 2, 0)) as ctx:
+    with dg.build_schedule_context(repository_def=loaded.get_repository_def(),
+                                   scheduled_execution_time=__import__("datetime").datetime(2026, 11, 25, 2, 0)) as ctx:
         [request] = schedule.evaluate_tick(ctx).run_requests
-    assert request.run_config["ops"]["dump"]["config"] == {"target": "prod", "type": "daily"}
+    assert request.partition_key == "prod"
+    assert request.run_config["ops"]["dump"]["config"] == {"type": "daily"}
     assert request.tags["backup_pipeline/target"] == "prod"
 
 

@@ -8,7 +8,6 @@ from moto.server import ThreadedMotoServer
 from backup_pipeline.core.ephemeral import free_port
 from backup_pipeline.definitions import defs
 from backup_pipeline.defs.backup.ops import BackupConfig, dump, upload
-from backup_pipeline.defs.backup.sensors import backup_run_failure_recorder
 from backup_pipeline.resources import TARGET_TAG, BackupSettings
 from backup_pipeline_tests.fix_dagster import SOURCE_DSN_ENV
 from backup_pipeline_tests.fix_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
@@ -34,7 +33,7 @@ def test_failure_sensor_closes_a_row_left_running_by_a_dead_run(backup_env, dags
         sensor_name="backup_run_failure_recorder", dagster_event=failure_event,
         dagster_instance=dagster_instance, dagster_run=run, resources={"backup_settings": BackupSettings()},
     ).for_run_failure()
-    backup_run_failure_recorder(context)
+    defs().resolve_sensor_def("backup_run_failure_recorder")(context)
     closed = history.get(ghost2.id)
     assert closed.status == "failed" and "the run ended before the backup finished" in closed.error
 

@@ -10,8 +10,8 @@ import pytest
 
 from backup_pipeline.cli import main
 from backup_pipeline.core.storage import open_storage
-from backup_pipeline.defs.backup.jobs import backup_job
-from backup_pipeline.defs.drill.jobs import drill_job
+from backup_pipeline.defs.backup.jobs import backup_job_for
+from backup_pipeline.defs.drill.jobs import drill_job_for
 from backup_pipeline.defs.drill.report import DRILL_CHECKS
 from backup_pipeline.launch import run_drill, run_retention
 from backup_pipeline.resources import TARGET_TAG, BackupSettings
@@ -40,7 +40,7 @@ def test_a_cut_drill_download_keeps_the_verdict_alerts_and_retention_keeps_the_b
     configure({"shop": {"dsn_env": "SHOP_URL", "storage": f"s3://{s3_bucket}/b"}}, {"SHOP_URL": source_dsn})
     proxy.cut_when(rb"(GET|HEAD) \S*\.dump\.zst")  # the upload PUTs; the drill's download is the first read
 
-    result = _run(backup_job, {"ops": {"dump": {"config": {"target": "shop"}},
+    result = _run(backup_job_for(()), {"ops": {"dump": {"config": {"target": "shop"}},
                                        "restore_drill": {"config": FAST_RETRIES}}}, dagster_instance)
 
     assert not result.success and proxy.cuts == 1
@@ -86,7 +86,8 @@ def test_a_weekly_drill_on_a_full_stage_records_a_drill_error_and_keeps_verified
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(stage)], check=True)
     try:
         monkeypatch.setenv("BACKUP_STAGE_DIR", str(stage))
-        result = _run(drill_job, {"ops": {"drill_latest": {"config": {"backup_id": record.id, **FAST_RETRIES}}}},
+        result = _run(drill_job_for(()), {"ops": {"pick_backup": {"config": {"backup_id": record.id}},
+                                          "restore_drill": {"config": FAST_RETRIES}}},
                       dagster_instance)
         assert not result.success
         assert [p for p in stage.rglob("*") if p.is_file() and ".locks" not in p.parts] == []

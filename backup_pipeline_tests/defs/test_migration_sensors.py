@@ -6,7 +6,7 @@ import dagster as dg
 import psycopg
 
 from backup_pipeline.cli import main
-from backup_pipeline.defs.backup.jobs import backup_job
+from backup_pipeline.definitions import defs
 from backup_pipeline.defs.migrations.sensors import post_migration_backup_sensor, pre_migration_backup_sensor
 from backup_pipeline.resources import BackupSettings
 
@@ -24,8 +24,9 @@ def evaluate(sensor, instance, cursor=None):
 
 def launch(request: dg.RunRequest, instance) -> dg.ExecuteInProcessResult:
     """What the daemon does with a RunRequest, in process."""
-    return backup_job.execute_in_process(
-        run_config=request.run_config, tags=request.tags, instance=instance, resources=RESOURCES, raise_on_error=False
+    return defs().resolve_job_def("backup").execute_in_process(
+        run_config=request.run_config, tags=request.tags, instance=instance, resources=RESOURCES,
+        partition_key=request.partition_key, raise_on_error=False,
     )
 
 
@@ -42,7 +43,8 @@ def test_two_events_for_one_migration_make_one_backup(configure, source_dsn, cap
     with dg.DagsterInstance.get() as instance:
         requests, cursor, _ = evaluate(pre_migration_backup_sensor, instance)
         assert [r.run_key for r in requests] == [first["id"]]
-        assert requests[0].run_config["ops"]["dump"]["config"] == {"target": "shop", "type": "pre-migration"}
+        assert requests[0].run_config["ops"]["dump"]["config"] == {"type": "pre-migration"}
+        assert requests[0].partition_key == "shop"  # the partition is the target
         assert requests[0].tags["backup_pipeline/migration_id"] == "20261125_add_index"
         again, _, skip = evaluate(pre_migration_backup_sensor, instance, cursor)
         assert again == [] and "no migration events" in skip

@@ -1,4 +1,4 @@
-"""Which targets are stale (no completed backup for 26 hours) and due an alert today.
+"""Which targets are stale (no completed backup within core/freshness.py's BACKUP_MAX_AGE) and due an alert today.
 
 A stale target alerts once per UTC day, not on every sensor tick: the cursor
 maps target -> the date of its last alert. The decision is a pure function of
@@ -8,9 +8,10 @@ maps target -> the date of its last alert. The decision is a pure function of
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+from backup_pipeline.core.freshness import BACKUP_MAX_AGE
 from backup_pipeline.core.alerts.alert import Alert
 
-STALE_AFTER = timedelta(hours=26)
+STALE_AFTER = BACKUP_MAX_AGE
 
 
 def _describe(last: datetime | None, now: datetime) -> str:

@@ -13,7 +13,7 @@ import dagster as dg
 from backup_pipeline.core.alerts import Alert, run_url
 from backup_pipeline.resources import TARGET_TAG
 
-VERIFICATION_STEPS = frozenset({"verify", "restore_drill", "drill_latest"})
+VERIFICATION_STEPS = frozenset({"verify", "restore_drill"})
 # Failure metadata key the drill ops set when a drill could not run (no verdict on the backup).
 DRILL_ERROR_KEY = "drill_error"
 TARGET_KEYS = ("target", "to_target", "latest_verified_of")  # backup/drill, restore

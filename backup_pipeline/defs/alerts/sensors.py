@@ -16,6 +16,7 @@ import dagster as dg
 
 from backup_pipeline.core.alerts import Alert, Delivery, channels_from_env, due_stale_alerts, known_secrets, send_alert
 from backup_pipeline.core.config import Settings
+from backup_pipeline.core.freshness import BACKUP_MAX_AGE, hours
 from backup_pipeline.core.history import COMPLETED
 from backup_pipeline.defs.alerts.failed_run import failed_run_alert, run_dsn_envs, run_target
 from backup_pipeline.resources import BackupSettings
@@ -71,7 +72,8 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext, backup_settings: B
 @dg.sensor(
     minimum_interval_seconds=600,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts, once per UTC day, for each target without a completed backup in the last 26 hours.",
+    description=f"Alerts, once per UTC day, for each target without a completed backup in the last {hours(BACKUP_MAX_AGE)} "
+    "(the backups/<target> FreshnessPolicy says the same in the UI; open-source Dagster sends no alert for it).",
 )
 def stale_backup_sensor(context: dg.SensorEvaluationContext, backup_settings: BackupSettings) -> dg.SkipReason:
     channels = channels_from_env()
@@ -100,4 +102,4 @@ def stale_backup_sensor(context: dg.SensorEvaluationContext, backup_settings: Ba
         return dg.SkipReason(f"Alerted for stale targets: {', '.join(sent)}")
     stale_today = sorted(set(new_cursor) & set(last_backups))
     return dg.SkipReason(f"Already alerted today for {', '.join(stale_today)}" if stale_today
-                         else f"All {len(last_backups)} target(s) have a completed backup in the last 26 hours")
+                         else f"All {len(last_backups)} target(s) have a completed backup in the last {hours(BACKUP_MAX_AGE)}")

@@ -1,8 +1,13 @@
-"""Asset metadata for `backups/<target>`, built from the history row so both say the same."""
+"""Asset metadata for `backups/<target>`, built from the history row so both say the same.
+
+The asset's event is logged by verify, after the verdict: the UI's latest
+materialization says verified/failed and carries KPIs that count this backup.
+"""
 
 import dagster as dg
 
-from backup_pipeline.core.history import BackupRecord
+from backup_pipeline.core.backup import StoredBackup
+from backup_pipeline.core.history import BackupRecord, HistoryStore
 
 ROW_COUNT_SCHEMA = dg.TableSchema(
     columns=[dg.TableColumn("table", "string"), dg.TableColumn("rows", "int")]
@@ -43,3 +48,16 @@ def backup_metadata(record: BackupRecord) -> dict[str, object]:
         ),
         "dagster_run_id": record.dagster_run_id or "",
     }
+
+
+def report_backup(context: dg.OpExecutionContext, history: HistoryStore, stored: StoredBackup) -> None:
+    """A materialization for a backup this run made; an observation (new verdict) for an older one drilled now."""
+    record = history.get(stored.backup_id)
+    key = ["backups", stored.target.name]
+    description = f"{record.type} backup {record.id}: {record.verification_status}"
+    metadata = {**backup_metadata(record), **kpi_metadata(history.kpis(stored.target.name))}
+    if record.drill_error:
+        metadata["drill_error"] = record.drill_error
+    event = (dg.AssetMaterialization(asset_key=key, description=description, metadata=metadata) if stored.new
+             else dg.AssetObservation(asset_key=key, description=description, metadata=metadata))
+    context.log_event(event)

@@ -8,7 +8,6 @@ RetryRequested) without dumping again.
 """
 
 import shutil
-from typing import Literal
 
 import dagster as dg
 
@@ -22,6 +21,7 @@ from backup_pipeline.core.history import COMPLETED
 from backup_pipeline.core.object_lock import lock_for
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline.core.storage import open_storage
+from backup_pipeline.core.vocabulary import BackupTypeName
 from backup_pipeline.defs.backup.copies import run_copies
 from backup_pipeline.defs.backup.tripwire import run_tripwire
 from backup_pipeline.core.liveness import pause_if_asked
@@ -37,7 +37,7 @@ class BackupConfig(dg.Config):
     """What to back up. Secrets never go here: dsn_env names the variable holding the URL."""
 
     target: str | None = None  # the run's partition is the target; this is for unpartitioned runs (ad-hoc targets)
-    type: Literal["daily", "manual", "pre-migration", "post-migration", "pre-restore"] = "manual"
+    type: BackupTypeName = "manual"
     storage_url: str | None = None
     dsn_env: str | None = None
 

@@ -1,28 +1,35 @@
-"""A daily backup schedule per configured target (02:00 UTC unless the target says otherwise)."""
+"""A daily backup schedule per configured target (02:00 UTC unless the target says otherwise).
+
+Each launches the `backup` job for the target's partition, so its run is
+tagged with the target like any other and the asset page lists it under Automations.
+"""
 
 import dagster as dg
 
 from backup_pipeline.core.config import load_settings
-from backup_pipeline.defs.backup.jobs import backup_job
-from backup_pipeline.resources import TARGET_TAG
+from backup_pipeline.defs.backup.jobs import backup_job_for
+from backup_pipeline.defs.partitions import configured_targets
+
+
+def daily_schedule(target: str, cron: str, job: dg.JobDefinition) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"daily_backup_{target.replace('-', '_')}",
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        job=job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Daily backup of {target}",
+    )
+    def _daily(_context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(partition_key=target, run_config={"ops": {"dump": {"config": {"type": "daily"}}}})
+
+    return _daily
 
 
 @dg.definitions
 def backup_schedules() -> dg.Definitions:
     settings = load_settings()
+    job = backup_job_for(configured_targets())
     return dg.Definitions(
-        schedules=[
-            dg.ScheduleDefinition(
-                name=f"daily_backup_{target.name.replace('-', '_')}",
-                cron_schedule=target.schedule,
-                execution_timezone="UTC",
-                job=backup_job,
-                run_config={"ops": {"dump": {"config": {"target": target.name, "type": "daily"}}}},
-                tags={TARGET_TAG: target.name},
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-                description=f"Daily backup of {target.name}",
-            )
-            for target in settings.targets.values()
-            if target.schedule
-        ]
+        schedules=[daily_schedule(t.name, t.schedule, job) for t in settings.targets.values() if t.schedule]
     )

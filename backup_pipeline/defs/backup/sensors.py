@@ -8,7 +8,8 @@ canceled backup run as `failed`, so history never shows a ghost in progress.
 import dagster as dg
 
 from backup_pipeline.core.history import RUNNING
-from backup_pipeline.defs.backup.jobs import backup_job
+from backup_pipeline.defs.backup.jobs import backup_job_for
+from backup_pipeline.defs.partitions import configured_targets
 from backup_pipeline.resources import TARGET_TAG, BackupSettings
 
 
@@ -25,14 +26,20 @@ def close_abandoned_attempt(run: dg.DagsterRun, reason: str, backup_settings: Ba
     return record.id
 
 
-@dg.run_failure_sensor(
-    name="backup_run_failure_recorder",
-    monitored_jobs=[backup_job],
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks history rows of backup runs that died mid-way as failed.",
-)
-def backup_run_failure_recorder(context: dg.RunFailureSensorContext, backup_settings: BackupSettings) -> None:
+def _record_failure(context: dg.RunFailureSensorContext, backup_settings: BackupSettings) -> None:
     reason = context.failure_event.message or "run failed"
     backup_id = close_abandoned_attempt(context.dagster_run, reason, backup_settings)
     if backup_id:
         context.log.info(f"Marked backup {backup_id} failed: {reason}")
+
+
+@dg.definitions
+def backup_sensors() -> dg.Definitions:
+    # Built here, not at import: the monitored job is partitioned by the targets configured at load time.
+    recorder = dg.run_failure_sensor(
+        name="backup_run_failure_recorder",
+        monitored_jobs=[backup_job_for(configured_targets())],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Marks history rows of backup runs that died mid-way as failed.",
+    )(_record_failure)
+    return dg.Definitions(sensors=[recorder])

@@ -14,21 +14,26 @@ import dagster as dg
 
 from backup_pipeline.core.errors import BackupPipelineError
 from backup_pipeline.core.migrations import latest_migration
-from backup_pipeline.defs.backup.jobs import backup_job
+from backup_pipeline.defs.backup.jobs import BACKUP_JOB
 from backup_pipeline.defs.failures import user_message
+from backup_pipeline.defs.partitions import configured_targets
 from backup_pipeline.resources import MIGRATION_EVENT_TAG, MIGRATION_ID_TAG, TARGET_TAG, BackupSettings
 
 
 def backup_request(target: str, backup_type: str, run_key: str, tags: dict[str, str]) -> dg.RunRequest:
+    """A backup run of the target's partition (the partition's tags add TARGET_TAG)."""
+    partitioned = target in configured_targets()
+    config = {"type": backup_type} if partitioned else {"target": target, "type": backup_type}
     return dg.RunRequest(
         run_key=run_key,
-        run_config={"ops": {"dump": {"config": {"target": target, "type": backup_type}}}},
+        run_config={"ops": {"dump": {"config": config}}},
         tags={TARGET_TAG: target, **tags},
+        partition_key=target if partitioned else None,
     )
 
 
 @dg.sensor(
-    job=backup_job,
+    job_name=BACKUP_JOB,
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="One pre-migration backup per `backup-pipeline migration-event`.",
@@ -54,7 +59,7 @@ def pre_migration_backup_sensor(context: dg.SensorEvaluationContext, backup_sett
 
 
 @dg.sensor(
-    job=backup_job,
+    job_name=BACKUP_JOB,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="A post-migration backup when a target's migrations table gains a version.",

@@ -20,6 +20,7 @@ from backup_pipeline.core.history import COMPLETED, VERIFIED
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline.core.restore import restore_from_storage, user_relations
 from backup_pipeline.defs.failures import failing_as
+from backup_pipeline.defs.partitions import run_target
 from backup_pipeline.defs.recovery import note_storage, start_run
 from backup_pipeline.resources import BackupSettings
 
@@ -29,7 +30,7 @@ class RestoreConfig(dg.Config):
 
     backup_id: str | None = None
     latest_verified_of: str | None = None
-    to_target: str | None = None
+    to_target: str | None = None  # the run's partition is the destination target; this is for unpartitioned runs
     to_dsn_env: str | None = None
     confirm: str | None = None
     jobs: int = 1
@@ -72,8 +73,9 @@ def safety_backup(context: dg.OpExecutionContext, config: RestoreConfig, backup_
         history = backup_settings.history(settings)
         start_run(context, settings, history)
         record = _backup_to_restore(history, config)
+        to_target = run_target(context, config.to_target, "ops.safety_backup.config.to_target")
         destination = resolve_destination(
-            settings, to_target=config.to_target, to_dsn_env=config.to_dsn_env, confirm=config.confirm
+            settings, to_target=to_target, to_dsn_env=config.to_dsn_env, confirm=config.confirm
         )
         with PgConn.parse(destination.dsn, what="destination URL").connect() as pg:
             existing = user_relations(pg)
@@ -97,7 +99,7 @@ def safety_backup(context: dg.OpExecutionContext, config: RestoreConfig, backup_
         manifest_uri=record.manifest_uri,
         destination_name=destination.name,
         destination_dsn_env=config.to_dsn_env,
-        to_target=config.to_target,
+        to_target=to_target,
         has_data=bool(existing),
         safety_backup_id=safety_id,
         jobs=config.jobs,

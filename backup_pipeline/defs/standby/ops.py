@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from backup_pipeline.core.backup import StagedBackup
+from backup_pipeline.core.backup import StoredBackup
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline.core.restore import restore_from_storage
 from backup_pipeline.defs.failures import user_message
@@ -10,7 +10,7 @@ from backup_pipeline.resources import BackupSettings
 
 
 @dg.op(description="Replace the standby database's contents with this verified backup and check its row counts.")
-def sync_standby(context: dg.OpExecutionContext, staged: StagedBackup, backup_settings: BackupSettings) -> None:
+def sync_standby(context: dg.OpExecutionContext, staged: StoredBackup, backup_settings: BackupSettings) -> None:
     if not staged.target.standby_dsn_env:
         return
     settings = backup_settings.load()
@@ -19,7 +19,7 @@ def sync_standby(context: dg.OpExecutionContext, staged: StagedBackup, backup_se
         standby = staged.target.standby_dsn()
         storage = backup_settings.storage(settings, staged.target.storage_url)
         restored = restore_from_storage(
-            storage, staged.names.manifest, standby, stage_dir=backup_settings.stage_dir(settings, context.run_id),
+            storage, staged.manifest_key, standby, stage_dir=backup_settings.stage_dir(settings, context.run_id),
             pg_bin_dir=staged.target.pg_bin_dir, replace=True,
         )
         restored.check_counts(PgConn.parse(standby).where)
