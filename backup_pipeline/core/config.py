@@ -20,9 +20,9 @@ from .encryption import parse_recipients
 from .errors import ConfigError
 from .storage import S3Settings
 from .targets_file import read_targets_file
+from .vocabulary import BACKUP_TYPES
 
 TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-BACKUP_TYPES = ("daily", "manual", "pre-migration", "post-migration", "pre-restore")
 DSN_ENV_VARS = ("DATABASE_URL", "PROD_SUPABASE_DB_URL")
 DEFAULT_TARGETS_FILE = "backup_targets.yaml"
 DEFAULT_SCHEDULE = "0 2 * * *"

@@ -18,19 +18,19 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-EXPIRED = "expired"
-STATUSES = (RUNNING, COMPLETED, FAILED, EXPIRED)
+from ..vocabulary import BACKUP_STATUSES, BACKUP_TYPES, VERIFICATION_STATUSES, BackupStatus, Verification
 
-VERIFICATION_PENDING = "pending"
-CHECKSUM_OK = "checksum_ok"
-VERIFIED = "verified"
-VERIFICATION_FAILED = "failed"
-VERIFICATION_STATUSES = (VERIFICATION_PENDING, CHECKSUM_OK, VERIFIED, VERIFICATION_FAILED)
+# The vocabularies live in core/vocabulary.py; these plain-str names are the ones the code has always imported.
+RUNNING = BackupStatus.RUNNING.value
+COMPLETED = BackupStatus.COMPLETED.value
+FAILED = BackupStatus.FAILED.value
+EXPIRED = BackupStatus.EXPIRED.value
+STATUSES = BACKUP_STATUSES
 
-BACKUP_TYPES = ("daily", "manual", "pre-migration", "post-migration", "pre-restore")
+VERIFICATION_PENDING = Verification.PENDING.value
+CHECKSUM_OK = Verification.CHECKSUM_OK.value
+VERIFIED = Verification.VERIFIED.value
+VERIFICATION_FAILED = Verification.FAILED.value
 
 # standby_status: NULL until the backup has been offered to the standby.
 STANDBY_SYNCED = "synced"
