@@ -34,6 +34,10 @@ NO_DAEMON = "no dagster-daemon is running: running in this process"
 _DONE = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
+class RunOutputMissing(BackupPipelineError):
+    """A queued run succeeded but wrote its outputs where this process cannot read them."""
+
+
 class RunInterrupted(BackupPipelineError):
     """The command stopped waiting; the queued or running run goes on in the daemon."""
 
@@ -62,8 +66,12 @@ def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
 def step_output(instance: dg.DagsterInstance, run_id: str, step: str, name: str = "result") -> object:
     """A step's output as the run's fs_io_manager stored it under the instance's storage folder."""
     path = Path(instance.storage_directory()) / run_id / step / name
-    with path.open("rb") as handle:
-        return pickle.load(handle)
+    try:
+        with path.open("rb") as handle:
+            return pickle.load(handle)
+    except FileNotFoundError:
+        raise RunOutputMissing(f"run {run_id} succeeded but its {step} output is not in {path} (does the daemon "
+                               "run on another machine?): see the run's logs in the Dagster UI") from None
 
 
 def location_name() -> str:
