@@ -12,7 +12,7 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 
-from backup_pipeline.core.config import BACKUP_TYPES
+from backup_pipeline.core.vocabulary import BACKUP_TYPES
 from backup_pipeline.core.errors import BackupNotFound, BackupPipelineError
 from backup_pipeline.core.redact import redact_text
 
@@ -85,11 +85,19 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return _fail(message, [args.dsn])
     if args.json and record is not None:
         _print_json(backup_json(record))
-    elif record is not None and outcome.success:
-        print(f"backup {record.id} of {record.target}: {record.status}, {record.size_mb} MB, {record.archive_uri}")
+    elif record is not None and (outcome.success or record.status == "completed"):
+        print(f"backup {record.id} of {record.target}: {record.status}, {record.size_mb} MB, {record.archive_uri}; "
+              f"{_verification_text(record)}")
     if not outcome.success:
         return _fail(outcome.error or "backup failed", [args.dsn])
     return 0
+
+
+def _verification_text(record) -> str:
+    """What the drill proved about a backup, with its reason: verified / checksum_ok / drill error / failed."""
+    if record.drill_error and (record.drilled_at is None or (record.drill_error_at or record.drilled_at) > record.drilled_at):
+        return f"drill error, {record.verification_status}: {record.drill_error}"
+    return f"{record.verification_status}: {record.verification_detail or 'not checked yet'}"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -104,10 +112,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([backup_json(r) for r in records])
         return 0
-    print(f"{'started (UTC)':20} {'target':12} {'type':14} {'status':10} {'verified':12} {'size MB':>9}  id")
+    w = max([12, *(len(r.target) for r in records)])  # columns as wide as the longest target name
+    print(f"{'started (UTC)':19} {'target':{w}} {'type':14} {'status':10} {'verified':12} {'size MB':>9}  id")
     for r in records:
         print(
-            f"{r.timestamp:%Y-%m-%d %H:%M:%S} {r.target:12} {r.type:14} {r.status:10} "
+            f"{r.timestamp:%Y-%m-%d %H:%M:%S} {r.target:{w}} {r.type:14} {r.status:10} "
             f"{r.verification_status:12} {r.size_mb if r.size_mb is not None else '-':>9}  {r.id}"
         )
     return 0
@@ -144,23 +153,57 @@ def cmd_drill(args: argparse.Namespace) -> int:
         from backup_pipeline.core.drill import manifest_uri_of
 
         manifest_uri_of(history().get(args.backup_id))  # an unknown id or an attempt without manifest fails here
+        names: list[str | None] = [args.target]
     elif args.target:
         load_settings().target(args.target)
-    outcome = run_drill(args.target, args.backup_id, verbose=args.verbose)
-    store = history()
-    record = store.get(args.backup_id) if args.backup_id else store.last_drill(args.target)
-    if args.json and record is not None:
-        _print_json({**backup_json(record), "dagster_run_id": outcome.run_id, "passed": outcome.success})
-    elif record is not None:
-        print(f"drill of backup {record.id} ({record.target}): {record.verification_status}: {record.verification_detail}")
-    return 0 if outcome.success else _fail(outcome.error or "drill failed")
+        names = [args.target]
+    else:
+        names = sorted(load_settings().targets)
+        if not names:
+            load_settings().target("prod")  # raises the no-target error that says how to configure one
+    results = []
+    for name in names:
+        started = datetime.now(UTC)
+        outcome = run_drill(name, args.backup_id, verbose=args.verbose)
+        record = _drilled_record(history(), name, args.backup_id, started)
+        result = {"target": name or (record.target if record else None), "passed": outcome.success,
+                  "dagster_run_id": outcome.run_id, "error": None if outcome.success else outcome.error or "drill failed"}
+        results.append({**(backup_json(record) if record else {"backup_id": None}), **result})
+        if not args.json:
+            print(_drill_line(result, record), flush=True)
+    if args.json:
+        _print_json(results[0] if args.target or args.backup_id else results)  # no --target: one object per target
+    failed = [r for r in results if not r["passed"]]
+    if len(failed) == 1 and len(results) == 1:
+        return _fail(failed[0]["error"])
+    if failed:
+        return _fail(f"{len(failed)} of {len(results)} drills failed: " + "; ".join(
+            f"{r['target']}: {r['error']}" for r in failed))
+    return 0
+
+
+def _drilled_record(store, target: str | None, backup_id: str | None, since: datetime):
+    """The backup this drill run looked at: the given one, else the target's backup drilled (or not) since `since`."""
+    if backup_id:
+        return store.get(backup_id)
+    cutoff = since - timedelta(seconds=1)
+    touched = [r for r in store.list(target=target, limit=20)
+               if max(r.drilled_at or cutoff, r.drill_error_at or cutoff) > cutoff]
+    return max(touched, key=lambda r: max(r.drilled_at or cutoff, r.drill_error_at or cutoff), default=None)
+
+
+def _drill_line(result: dict, record) -> str:
+    if record is None:
+        return (f"drill of target {result['target']}: no backup in storage to drill" if result["passed"]
+                else f"drill of target {result['target']}: failed: {result['error']}")
+    return f"drill of backup {record.id} ({record.target}): {_verification_text(record)}"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from backup_pipeline.core.backup import check_manifest_against_record, read_manifest, split_backup_uri, verify_checksum
     from backup_pipeline.core.config import load_settings
     from backup_pipeline.core.storage import open_storage
-    from backup_pipeline.launch import history
+    from backup_pipeline.launch import backup_json, history
 
     store = history()
     record = store.get(args.backup_id)
@@ -174,10 +217,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         digest, size = verify_checksum(storage, manifest)
     except BackupPipelineError as exc:
         if record.status == "completed":
-            store.set_verification(record.id, "failed", str(exc))
+            record = store.set_verification(record.id, "failed", str(exc))
+        if args.json:
+            _print_json({**backup_json(record), "ok": False, "error": str(exc)})
         return _fail(str(exc))
     if record.verification_status in ("pending", "failed"):
-        store.set_verification(record.id, "checksum_ok", f"sha256 {digest} and size {size} match the manifest")
+        record = store.set_verification(record.id, "checksum_ok", f"sha256 {digest} and size {size} match the manifest")
+    if args.json:
+        _print_json({**backup_json(record), "ok": True, "error": None, "checked_sha256": digest, "checked_size_bytes": size,
+                     "manifest_matches_history": bool(compared)})
+        return 0
     note = (", and the manifest matches the history row" if compared else
             "; only the checksum was checked (the history row was rebuilt from this manifest, nothing to compare)")
     print(f"backup {record.id}: {storage.uri(key)} matches its manifest (sha256 {digest[:16]}…, {size} bytes){note}")
@@ -239,14 +288,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    header = f"{'target':14} {'30d backups':>11} {'success %':>9} {'avg MB':>8} {'avg s':>7} {'verified %':>10}  {'last backup (UTC)':19}  last drill"
-    print(header)
+    w = max([14, *(len(r["target"]) for r in rows)])
+    print(f"{'target':{w}} {'30d backups':>11} {'success %':>9} {'avg MB':>8} {'avg s':>7} {'verified %':>10}  "
+          f"{'last backup (UTC)':19}  last drill")
     for r in rows:
         def fmt(v, spec):
-            return format(v, spec) if v is not None else "-"
+            return format(v, spec) if v is not None else format("-", ">" + spec.split(".")[0])
         last_backup = f"{r['last_backup_at']:%Y-%m-%d %H:%M}" if r.get("last_backup_at") else "-"
         drill = "-" if not r.get("last_drill_at") else f"{r['last_drill_at']:%Y-%m-%d %H:%M} {'passed' if r.get('last_drill_passed') else 'FAILED'}"
-        print(f"{r['target']:14} {r['total_30d']:>11} {fmt(r['success_rate_30d'], '9.1f')} "
+        print(f"{r['target']:{w}} {r['total_30d']:>11} {fmt(r['success_rate_30d'], '9.1f')} "
               f"{fmt(r['avg_size_mb_30d'], '8.2f')} {fmt(r['avg_duration_seconds_30d'], '7.1f')} "
               f"{fmt(r['verified_share_30d'], '10.1f')}  {last_backup:19}  {drill}")
     return 0
@@ -408,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check a stored backup's sha256 and size against its manifest")
     p.add_argument("--backup-id", required=True)
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("migration-event", help="record a migration about to be applied; --wait gates on its backup")
@@ -468,8 +519,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command's own parser, so an error about its flags shows its usage, not the top-level one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return _chosen_parser(action.choices[getattr(args, action.dest)], args)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except BackupPipelineError as exc:
