@@ -16,7 +16,6 @@ from backup_pipeline.cli import main
 from backup_pipeline.core.errors import ConfigError
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline_tests.fix_pg import SOURCE_PASSWORD
-from backup_pipeline.core.history import HistoryStore
 from backup_pipeline.core.history.models import KEEP_FOREVER
 
 CLI = os.path.join(os.path.dirname(sys.executable), "backup-pipeline")

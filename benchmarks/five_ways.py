@@ -70,7 +70,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import appdata  # noqa: E402 - needs the sys.path entry above
 from bench_common import (  # noqa: E402
-    DBNAME, MB, MeasurementError, Row, attempt, clean_env, exit_status, fmt_ratio, log, machine_info, mb, pg_env,
+    DBNAME, MeasurementError, Row, attempt, clean_env, exit_status, fmt_ratio, log, machine_info, mb, pg_env,
     print_table, ratio_of, verdict
 )
 from proc_sampler import DirSampler, TreeSampler, postgres_cpu_seconds  # noqa: E402

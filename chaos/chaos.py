@@ -34,7 +34,6 @@ from pathlib import Path
 
 import psutil
 import psycopg
-from psycopg import sql
 
 from backup_pipeline.core.dump import count_rows
 from backup_pipeline.core.ephemeral import EphemeralPostgres

@@ -13,7 +13,6 @@ from backup_pipeline.core.dump import dump_database
 from backup_pipeline.core.storage import open_storage
 from backup_pipeline.core.storage.fallback import FallbackStorage
 from backup_pipeline.launch import run_backup
-from backup_pipeline_tests.fix_alerts import WEBHOOK_PATH
 
 
 def _files(root: Path) -> dict[str, str]:

@@ -10,7 +10,6 @@ from backup_pipeline.core.history import KEEP_FOREVER
 from backup_pipeline.core.tripwire import PIN_DETAIL_PREFIX, compare_counts
 from backup_pipeline.launch import run_retention
 from backup_pipeline_tests.defs.test_backup_job import run_backup
-from backup_pipeline_tests.fix_alerts import WEBHOOK_PATH
 
 PAST = datetime(2020, 1, 1, tzinfo=UTC)
 
