@@ -1,7 +1,8 @@
 """Restore drills: prove a stored backup restores, in a throwaway server.
 
-The drill reads the backup from storage (never the local stage), checks its
-sha256, starts a PostgreSQL of a major >= the source's, creates the roles,
+The drill reads the backup from storage (never the local stage), checking its
+sha256 while it decrypts and decompresses it in one pass (core/fetch.py), and
+meanwhile starts a PostgreSQL of a major >= the source's; it creates the roles,
 restores with parallel pg_restore, compares the result with the manifest and
 runs the target's assertions. Extensions the drill server cannot provide
 (Supabase's pgsodium, vault, graphql…) are taken out of the restore list and
@@ -23,15 +24,16 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psycopg
 
-from .archive import decompress_stream
-from .backup import download_verified, read_globals, read_manifest
+from .backup import read_globals, read_manifest
 from .dump import server_version, tools_for
 from .ephemeral import EphemeralPostgres
+from .fetch import download_plain
 from .errors import ConfigError, ConnectionFailed, DrillError, PgToolError, StorageError, VerifyError
 from .pgconn import PgConn
 from .restore import create_missing_roles
@@ -189,32 +191,30 @@ def drill_backup(
 
 def _drill_in(storage, manifest, stage_dir: Path, work: Path, assertion_files, server_major, jobs: int,
               result: DrillResult) -> None:
-    archive, plain = work / "archive", work / "plain.dump"
-    with _on_stage(stage_dir, manifest):
-        _check_space(stage_dir, manifest)
-        try:
-            download_verified(storage, manifest, archive)
-            globals_sql = read_globals(storage, manifest)
-            with open(archive, "rb") as src, open(plain, "wb") as dst:
-                decompress_stream(src, dst, manifest["compression"]["codec"])
-        except VerifyError as exc:
-            result.reasons.append(str(exc))
-            return
-        except StorageError as exc:
-            if _local_os_error(exc):
-                raise
-            missing = _missing_object(storage, manifest)
-            if missing is None:
-                raise DrillError(f"could not download backup {result.backup_id}: {exc}") from None
-            result.reasons.append(f"{missing} is missing from storage although its manifest is there: "
-                                  "the backup is incomplete; do not restore it, take a new backup")
-            return
-        archive.unlink()
+    plain = work / "plain.dump"
     source_major = int(manifest["server_version"].split(".")[0])
-    try:
-        server = EphemeralPostgres(server_major, min_major=None if server_major else source_major).start()
-    except PgToolError as exc:
-        raise DrillError(f"the throwaway PostgreSQL for the drill would not start: {exc}") from None
+    # The archive downloads (checked, decrypted, decompressed on the same pass) while the server starts;
+    # the server starts here, in the caller's long-lived thread, because PDEATHSIG follows the starting thread.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drill-download") as pool:
+        fetching = pool.submit(_fetch, storage, manifest, stage_dir, plain, result)
+        server, not_started = None, None
+        try:
+            server = EphemeralPostgres(server_major, min_major=None if server_major else source_major).start()
+        except PgToolError as exc:
+            not_started = exc
+        try:
+            globals_sql = fetching.result()
+        except BaseException:
+            if server is not None:
+                server.stop()
+            raise
+    if not_started is not None:
+        if globals_sql is not _VERDICT:
+            raise DrillError(f"the throwaway PostgreSQL for the drill would not start: {not_started}") from None
+        return
+    if globals_sql is _VERDICT:
+        server.stop()
+        return
     try:
         with _on_stage(stage_dir, manifest):
             _restore_and_check(server, manifest, plain, globals_sql, assertion_files, jobs, result)
@@ -226,6 +226,30 @@ def _drill_in(storage, manifest, stage_dir: Path, work: Path, assertion_files, s
         # The drill server's disk, not the backup: no verdict.
         raise DrillError(f"the drill server ran out of disk space in {tempfile.gettempdir()} while restoring: "
                          "free space there (or set TMPDIR to a larger disk) and drill again")
+
+
+_VERDICT = object()  # _fetch's answer when the backup already failed its drill
+
+
+def _fetch(storage, manifest, stage_dir: Path, plain: Path, result: DrillResult):
+    """Download the archive as the plain dump and read the roles file; _VERDICT if that failed the backup."""
+    with _on_stage(stage_dir, manifest):
+        _check_space(stage_dir, manifest)
+        try:
+            download_plain(storage, manifest, plain)
+            return read_globals(storage, manifest)
+        except VerifyError as exc:
+            result.reasons.append(str(exc))
+            return _VERDICT
+        except StorageError as exc:
+            if _local_os_error(exc):
+                raise
+            missing = _missing_object(storage, manifest)
+            if missing is None:
+                raise DrillError(f"could not download backup {result.backup_id}: {exc}") from None
+            result.reasons.append(f"{missing} is missing from storage although its manifest is there: "
+                                  "the backup is incomplete; do not restore it, take a new backup")
+            return _VERDICT
 
 
 def _missing_object(storage: Storage, manifest: dict) -> str | None:

@@ -1,0 +1,107 @@
+"""Fetching a stored archive as the plain pg_dump file in one pass: download, sha256, decrypt, decompress.
+
+Design decision: the bytes are hashed as they arrive and decrypted and
+decompressed on the same pass into `<dest>.partial`, which becomes `dest` only
+once the sha256 and size of the stored bytes match the manifest; so no
+compressed copy touches the stage, and nobody ever reads an unchecked dump.
+A mismatch is reported as such (VerifyError) even when the damage also broke
+decryption or decompression half-way. A corrupt primary falls back to the
+storage's second copies, as download_verified does.
+"""
+
+import hashlib
+import os
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from .archive import CHUNK, iter_chunks
+from .backup import check_digest
+from .encryption import decrypt_stream, identities_for, is_encrypted
+from .errors import StorageError, VerifyError
+from .storage import Storage
+
+
+def download_plain(storage: Storage, manifest: dict, dest: Path) -> None:
+    """Write the backup's decrypted, decompressed pg_dump archive to dest, checked against the manifest."""
+    try:
+        _download_plain(storage, manifest, dest)
+    except VerifyError as corrupt:
+        for copy in getattr(storage, "alternatives", list)():
+            try:
+                _download_plain(copy, manifest, dest)
+            except (StorageError, VerifyError):
+                continue
+            storage.note(f"downloaded {manifest['archive']['key']} from copy {copy.url}: the primary's is corrupt ({corrupt})")
+            return
+        raise
+
+
+class _Hashing:
+    """Reader that sha256-hashes and counts what passes through."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.sha256, self.size = raw, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+
+class _Unpacking:
+    """Writer that decompresses (zstd, gzip or none) into out; close() says whether the stream ended whole."""
+
+    def __init__(self, out: BinaryIO, codec: str):
+        self.out, self.codec = out, codec
+        if codec == "zstd":
+            self._z = zstandard.ZstdDecompressor().decompressobj()
+        elif codec == "gzip":
+            self._z = zlib.decompressobj(wbits=31)
+
+    def write(self, data: bytes) -> int:
+        try:
+            self.out.write(self._z.decompress(data) if self.codec != "none" else data)
+        except (zstandard.ZstdError, zlib.error) as exc:
+            raise VerifyError(f"the {self.codec} archive is corrupt: {exc}") from None
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.codec != "none" and not self._z.eof:
+            raise VerifyError(f"the {self.codec} archive is corrupt: it ends before its last block")
+
+
+def _download_plain(storage: Storage, manifest: dict, dest: Path) -> None:
+    key, expected = manifest["archive"]["key"], manifest["archive"]
+    uri = storage.uri(key)
+    identities = identities_for(manifest) if is_encrypted(manifest) else None  # IdentityMissing before any download
+    tmp = dest.with_name(dest.name + ".partial")
+    try:
+        with storage.open_read(key) as stream, open(tmp, "wb") as out:
+            source, sink = _Hashing(stream), _Unpacking(out, manifest["compression"]["codec"])
+            try:
+                if identities is not None:
+                    decrypt_stream(source, sink, identities, uri)
+                else:
+                    for chunk in iter_chunks(source, CHUNK):
+                        sink.write(chunk)
+                sink.close()
+            except VerifyError:
+                for _ in iter_chunks(source, CHUNK):  # the checksum tells damaged from replaced or truncated
+                    pass
+                check_digest(uri, source.sha256.hexdigest(), source.size, expected)
+                raise
+            for _ in iter_chunks(source, CHUNK):
+                pass
+            check_digest(uri, source.sha256.hexdigest(), source.size, expected)
+            out.flush()
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
