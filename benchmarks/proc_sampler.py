@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -100,15 +101,26 @@ def postgres_cpu_seconds(data_dir: Path) -> float:
     Backends exit when their connection closes and the postmaster reaps them,
     so the difference of two readings is the server's work in between.
     """
-    pid = int((data_dir / "postmaster.pid").read_text().split()[0])
-    postmaster = psutil.Process(pid)
+    postmaster = psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
+    # A backend that has just exited is briefly in neither the process list nor the postmaster's children_*
+    # times (not reaped yet): read until two readings 0.2 s apart agree.
+    last, deadline = -1.0, time.monotonic() + 5
+    while True:
+        total = _cpu_once(postmaster)
+        if abs(total - last) < 0.005 or time.monotonic() > deadline:
+            return total
+        last = total
+        time.sleep(0.2)
+
+
+def _cpu_once(postmaster: psutil.Process) -> float:
     times = postmaster.cpu_times()
     total = times.user + times.system + times.children_user + times.children_system
     for child in postmaster.children(recursive=True):
         try:
             child_times = child.cpu_times()
         except psutil.Error:
-            continue  # exited meanwhile: now in the postmaster's children_* times
+            continue
         total += child_times.user + child_times.system
     return total
 
