@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Dagster instance: $DAGSTER_HOME if set, else ~/.backup_pipeline/dagster_home, the same one the CLI
 # uses; the CLI writes its dagster.yaml (run queue, run monitoring) and creates its storage.
 
-.PHONY: demo test chaos dev instance install clean
+.PHONY: demo test lint chaos dev instance install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,15 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/backup-pipeline demo
+	@echo "backup-pipeline is installed in $(BIN): run '. $(BIN)/activate' to put it on PATH, or call $(BIN)/backup-pipeline"
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# ruff and mypy as configured in pyproject.toml; `make test` runs them first.
+lint: $(STAMP)
+	$(BIN)/ruff check backup_pipeline backup_pipeline_tests benchmarks chaos
+	$(BIN)/mypy
 
 # Fault injection: kill -9 at random moments of backups, restores, drills and retention, then check the
 # invariants of README's "What we guarantee". CHAOS_TRIALS=N for more or fewer trials.
@@ -37,4 +43,4 @@ instance: $(STAMP)
 	$(BIN)/backup-pipeline instance init
 
 clean:
-	rm -rf $(VENV) .dagster_home .pytest_cache
+	rm -rf $(VENV) .dagster_home .pytest_cache .mypy_cache .ruff_cache
