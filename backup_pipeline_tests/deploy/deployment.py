@@ -30,6 +30,8 @@ CLI = str(BIN / "backup-pipeline")
 class Deployment:
     env: dict[str, str]
     home: Path
+    url: str = ""
+    read_only_url: str = ""
 
     def cli(self, *args: str, timeout: float = 180, **extra_env: str) -> subprocess.CompletedProcess:
         return subprocess.run([CLI, *args], env={**self.env, **extra_env}, cwd=ROOT, capture_output=True,
@@ -79,18 +81,21 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def webserver(env: dict[str, str], log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """Start dagster-webserver on a free port (`--read-only` among `extra` for the read-only one); no waiting."""
     port = free_port()
     proc = start([str(BIN / "dagster-webserver"), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
                   "-p", str(port), *extra], env, log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_for_webserver(proc: subprocess.Popen, url: str, log: Path, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
     while True:
         try:
             with urllib.request.urlopen(url + "/server_info", timeout=2):
-                return proc, url
+                return
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                stop(proc)
                 raise AssertionError(f"dagster-webserver did not come up: {log.read_text()[-2000:]}") from None
             time.sleep(0.5)
 
@@ -99,7 +104,7 @@ def daemon(env: dict[str, str], log: Path) -> subprocess.Popen:
     return start([str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")], env, log)
 
 
-def wait_for_daemon(deployment: Deployment, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+def wait_for_daemon(deployment: Deployment, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
     """Until the daemon's run queue has heartbeat: from then on the CLI submits its runs to the queue."""
     from backup_pipeline.dagster_home import daemon_alive
 
