@@ -21,10 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-import boto3.session
-from boto3.s3.transfer import TransferConfig, create_transfer_manager
-from botocore.config import Config
-from botocore.exceptions import (
+from botocore.exceptions import (  # cheap; boto3 and s3transfer load only once S3 is used (CLI start-up)
     BotoCoreError,
     ClientError,
     ConnectionError as BotoConnectionError,
@@ -36,7 +33,6 @@ from botocore.exceptions import (
     PartialCredentialsError,
     SSLError,
 )
-from s3transfer.exceptions import RetriesExceededError
 
 from backup_pipeline.core.errors import ConfigError, StorageError
 from backup_pipeline.core.redact import redact_dsn, redact_text
@@ -125,11 +121,14 @@ class IncompleteUpload:
 
 
 _session_lock = threading.Lock()
-_session: boto3.session.Session | None = None
+_session: Any = None  # boto3.session.Session
 
 
 def make_client(settings: S3Settings) -> Any:
     """A boto3 S3 client configured for R2/S3/MinIO; cheap after the first call."""
+    import boto3.session
+    from botocore.config import Config
+
     global _session
     config = Config(
         request_checksum_calculation="when_required",
@@ -364,6 +363,8 @@ class S3Storage:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload.upload_id)
 
     def _transfer(self, part_size: int) -> Any:
+        from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
         config = TransferConfig(
             multipart_threshold=part_size,
             multipart_chunksize=part_size,
@@ -376,6 +377,8 @@ class S3Storage:
     @contextmanager
     def _errors(self, action: str, key: str | None, *, bucket_check: bool = False) -> Iterator[None]:
         """Convert boto3/botocore failures in the block to StorageError (a 404 on a key to _NotFound)."""
+        from s3transfer.exceptions import RetriesExceededError
+
         try:
             yield
         except (BotoCoreError, ClientError, RetriesExceededError) as exc:
@@ -395,6 +398,8 @@ class S3Storage:
     def _classify(self, exc: BaseException, action: str, key: str | None, bucket_check: bool) -> StorageError:
         endpoint = self.settings.endpoint_label
         target = f"s3://{self.bucket}/{key}" if key is not None else f"bucket '{self.bucket}'"
+        from s3transfer.exceptions import RetriesExceededError
+
         if isinstance(exc, RetriesExceededError) and exc.last_exception is not None:
             exc = exc.last_exception
         if isinstance(exc, ClientError):
