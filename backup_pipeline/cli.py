@@ -516,7 +516,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--postgres", action="store_true", help="storage in PostgreSQL at $DAGSTER_POSTGRES_URL (deploy/dagster.yaml)")
     i.add_argument("--force", action="store_true", help="replace a dagster.yaml that differs from the shipped one")
     i.set_defaults(func=cmd_instance_init)
+    # -v also after the command (`backup --target x -v`); SUPPRESS keeps a -v given before it.
+    for command in _commands(parser):
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show Dagster's step logs")
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of the commands that run something (leaves: `history sync`, not `history`)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [leaf for a in subs for p in a.choices.values() for leaf in _commands(p)] if subs else [parser]
 
 
 def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

@@ -99,3 +99,12 @@ def test_tables_stay_aligned_with_long_target_names(configure, backup_env, comma
         for row in rows:
             assert row[end - 1] != " " and row[end] == " ", (header, row)
             assert row[last - 2:last] == "  " and row[last] != " ", (header, row)
+
+
+@pytest.mark.parametrize("argv, verbose", [
+    (["list"], False), (["list", "-v"], True), (["-v", "list"], True), (["history", "sync", "--verbose"], True),
+])
+def test_verbose_is_accepted_before_and_after_the_command(argv, verbose):
+    from backup_pipeline.cli import build_parser
+
+    assert build_parser().parse_args(argv).verbose is verbose
