@@ -200,7 +200,7 @@ def _drill_line(result: dict, record) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from backup_pipeline.core.backup import check_manifest_against_record, read_manifest, split_backup_uri, verify_checksum
+    from backup_pipeline.core.backup import check_stored, split_backup_uri
     from backup_pipeline.core.config import load_settings
     from backup_pipeline.core.storage import open_storage
     from backup_pipeline.launch import backup_json, history
@@ -212,9 +212,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     base, key = split_backup_uri(record.manifest_uri)
     storage = open_storage(base, load_settings().s3)
     try:
-        manifest = read_manifest(storage, key)
-        compared = check_manifest_against_record(manifest, record, storage.uri(key))
-        digest, size = verify_checksum(storage, manifest)
+        digest, size, compared = check_stored(storage, key, record)  # the same check as the verify step
     except BackupPipelineError as exc:
         if record.status == "completed":
             record = store.set_verification(record.id, "failed", str(exc))

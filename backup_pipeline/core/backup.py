@@ -229,6 +229,16 @@ class StoredBackup:
     new: bool = False
 
 
+def check_stored(storage: Storage, manifest_key: str, record: "BackupRecord") -> tuple[str, int, bool]:
+    """Checksum verification of a stored backup, for `verify` (CLI) and the verify step alike: the manifest
+    against its history row, then the archive's sha256 and size against the manifest. Returns
+    (sha256, size, whether the history row had facts to compare); VerifyError when anything differs."""
+    manifest = read_manifest(storage, manifest_key)
+    compared = check_manifest_against_record(manifest, record, storage.uri(manifest_key))
+    digest, size = verify_checksum(storage, manifest)
+    return digest, size, bool(compared)
+
+
 def split_backup_uri(uri: str) -> tuple[str, str]:
     """'s3://bucket/prefix/<target>/YYYY/MM/DD/<name>' -> ('s3://bucket/prefix', '<target>/YYYY/MM/DD/<name>')."""
     parts = uri.rsplit("/", 5)

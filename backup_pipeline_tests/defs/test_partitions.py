@@ -7,7 +7,7 @@ import pytest
 
 from backup_pipeline.core.freshness import BACKUP_MAX_AGE
 from backup_pipeline.definitions import defs
-from backup_pipeline.defs.partitions import PARTITION_TAG
+from backup_pipeline.defs.partitions import PARTITION_TAG, run_tags
 from backup_pipeline.resources import TARGET_TAG
 
 TARGETS = {"shop": {"dsn_env": "SHOP_URL"}, "crm-db": {"dsn_env": "CRM_URL", "drill": False}}
@@ -31,6 +31,22 @@ def test_without_targets_the_jobs_are_unpartitioned_and_take_the_target_from_con
     with pytest.raises(dg.DagsterInvalidConfigError):
         dg.validate_run_config(loaded.resolve_job_def("backup"), {"ops": {"dump": {"config": {"tpye": "daily"}}}})
     assert dg.validate_run_config(loaded.resolve_job_def("backup"), {"ops": {"dump": {"config": {"target": "x"}}}})
+
+
+def test_cli_runs_carry_the_partition_of_a_configured_target_only():
+    assert run_tags("shop", ("crm-db", "shop")) == {TARGET_TAG: "shop", PARTITION_TAG: "shop"}
+    assert run_tags("adhoc", ("crm-db", "shop")) == {TARGET_TAG: "adhoc"}  # ad-hoc target: config names it
+    assert run_tags(None, ("shop",)) == {}
+
+
+def test_a_config_target_other_than_the_partition_is_refused_before_anything_runs(configure, dagster_instance):
+    configure(TARGETS, {"SHOP_URL": "postgresql://u@127.0.0.1:9/shop", "CRM_URL": "postgresql://u@127.0.0.1:9/crm"})
+    result = defs().resolve_job_def("backup").execute_in_process(
+        partition_key="shop", run_config={"ops": {"dump": {"config": {"target": "crm-db"}}}},
+        instance=dagster_instance, raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.user_failure_data.description
+    assert "says target 'crm-db' but the run is partition 'shop'" in message and "\n" not in message
 
 
 def test_backup_freshness_is_a_policy_and_drill_checks_block(configure):

@@ -1,9 +1,11 @@
 """One asset per configured target, `backups/<target>`, materialized by the backup job's verify step.
 
-The asset is declared (an AssetSpec), not computed: the `backup` job, one
-run per target partition, is what makes it, and the asset page links to that
-job and its daily schedule. Freshness is Dagster's FreshnessPolicy: a
-completed backup within BACKUP_MAX_AGE (core/freshness.py).
+The asset is declared (an AssetSpec), not computed: the `backup` op job, one
+run per target partition, is what makes it (its verify step logs the
+materialization). A graph-backed asset would make "Materialize" and the
+Automations panel work, but would be a second job shape (step keys, config
+paths, run tags) for alerts, recovery and the run queue to know. Freshness is
+Dagster's FreshnessPolicy: a completed backup within BACKUP_MAX_AGE (core/freshness.py).
 """
 
 import dagster as dg

@@ -3,7 +3,6 @@
 from functools import cache
 
 import dagster as dg
-from dagster._core.definitions.assets.job.asset_layer import AssetLayer
 
 from backup_pipeline.defs.backup.ops import dump, upload
 from backup_pipeline.defs.drill.ops import restore_drill, verify
@@ -27,8 +26,6 @@ def backup_job_for(targets: tuple[str, ...]) -> dg.JobDefinition:
         description="Back up one target (the partition): consistent dump, upload with manifest last, restore drill "
         "and verification, then refresh its standby if it has one.",
         config=partitioned_config(targets, lambda _target: {"ops": {"dump": {"config": {"type": "manual"}}}}),
-        # Declares that the job makes the backups/<target> assets, so their pages list it and its schedules.
-        asset_layer=AssetLayer.for_external_job([dg.AssetKey(["backups", name]) for name in targets]),
     )
 
 

@@ -1,7 +1,7 @@
 """A daily backup schedule per configured target (02:00 UTC unless the target says otherwise).
 
 Each launches the `backup` job for the target's partition, so its run is
-tagged with the target like any other and the asset page lists it under Automations.
+tagged with the target like any other.
 """
 
 import dagster as dg

@@ -15,9 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from backup_pipeline.core import catalog
-from backup_pipeline.core.backup import (
-    StoredBackup, check_manifest_against_record, read_manifest, split_backup_uri, verify_checksum,
-)
+from backup_pipeline.core.backup import StoredBackup, check_stored, split_backup_uri
 from backup_pipeline.core.config import Target
 from backup_pipeline.core.drill import DrillResult, drill_backup, manifest_uri_of
 from backup_pipeline.core.errors import (
@@ -126,9 +124,7 @@ def verify(
     else:
         storage = backup_settings.storage(settings, staged.target.storage_url)
         try:
-            manifest = read_manifest(storage, staged.manifest_key)
-            check_manifest_against_record(manifest, history.get(staged.backup_id), storage.uri(staged.manifest_key))
-            digest, size = verify_checksum(storage, manifest)
+            digest, size, _ = check_stored(storage, staged.manifest_key, history.get(staged.backup_id))
             checked = f"sha256 {digest} and size {size} match the manifest"
             if staged.target.drill and staged.encrypted and not has_identity():
                 checked = f"{NO_IDENTITY_REASON} ({checked})"
