@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .archive import manifest_bytes, sha256_of
-from .backup import check_digest, verify_checksum
+from .backup import check_digest, split_backup_uri, verify_checksum
 from .errors import StorageError, VerifyError
 from .object_lock import lock_for
 from .storage import Storage
@@ -95,6 +95,13 @@ def _copy_to(url, local: dict, manifest: dict, manifest_key: str, storage_for, l
             if attempt < retries:
                 time.sleep(wait_seconds * 2 ** (attempt - 1))
     return CopyOutcome(url, FAILED, None, f"copy to {url} failed after {attempt} attempts: {detail}", attempt, _now())
+
+
+def copy_uris(record) -> tuple[str, ...]:
+    """The objects of a backup's successful copies, manifest first in each, from its history row."""
+    primary = [u for u in (record.manifest_uri, record.archive_uri, record.globals_uri) if u]
+    return tuple(f"{c['url'].rstrip('/')}/{split_backup_uri(u)[1]}"
+                 for c in (record.copies or []) if c.get("state") == COPIED for u in primary)
 
 
 def _now() -> str:

@@ -10,8 +10,8 @@ never leaves a target with fewer (short of good ones, the newest not proven
 bad make up the number); backups a grandfather-father-son policy
 keeps are not expired either. A backup whose drill could not run keeps its
 earlier verdict, so a flaky drill never makes a good backup expendable.
-Deletion removes the manifest first, so a
-backup stops counting as complete before its archive goes, and marks the
+Deletion removes the manifest first (at the primary, then
+at each second copy), so a backup stops counting as complete before its archive goes, and marks the
 history row `expired` last: a crash half-way leaves a row that the next run
 picks up again, and deleting an object that is already gone is a no-op.
 """
@@ -25,6 +25,7 @@ from .backup import split_backup_uri
 from .catalog import MANIFEST_SUFFIX
 from .config import Settings, Target
 from .history.models import CHECKSUM_OK, COMPLETED, VERIFICATION_FAILED, VERIFIED
+from .copies import copy_uris
 from .object_lock import still_locked
 from .storage import Storage
 
@@ -137,7 +138,7 @@ def plan_retention(history, settings: Settings, now: datetime, targets: list[str
             plan.kept.append((record.id, why))
             continue
         target = settings.targets.get(record.target)
-        uris = tuple(u for u in (record.manifest_uri, record.archive_uri, record.globals_uri) if u)
+        uris = tuple(u for u in (record.manifest_uri, record.archive_uri, record.globals_uri) if u) + copy_uris(record)
         plan.expire.append(Expiry(
             backup_id=record.id, target=record.target, started_at=record.timestamp,
             retention_until=record.retention_until, object_uris=uris,

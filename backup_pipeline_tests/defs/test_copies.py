@@ -12,7 +12,7 @@ from backup_pipeline.core.drill import drill_backup
 from backup_pipeline.core.dump import dump_database
 from backup_pipeline.core.storage import open_storage
 from backup_pipeline.core.storage.fallback import FallbackStorage
-from backup_pipeline.launch import run_backup
+from backup_pipeline.launch import run_backup, run_retention
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -23,7 +23,7 @@ def test_each_copy_gets_the_same_objects_and_a_failed_copy_is_recorded_and_alert
     configure, s3_env, s3_bucket, source_dsn, backup_env, tmp_path, alert_env
 ):
     nas = tmp_path / "nas"
-    configure({"shop": {"dsn_env": "SHOP_URL", "drill": False,
+    configure({"shop": {"dsn_env": "SHOP_URL", "drill": False, "min_good_backups": 1,
                         "copies": [f"file://{nas}", f"s3://{s3_bucket}/offsite", "s3://no-such-bucket-h8/x"]}},
               {"SHOP_URL": source_dsn})
     outcome, record = run_backup("shop")
@@ -43,6 +43,15 @@ def test_each_copy_gets_the_same_objects_and_a_failed_copy_is_recorded_and_alert
 
     [body] = [b for b in alert_env.webhook_bodies() if b["kind"] == "copy_failed"]
     assert body["backup_id"] == record.id and "no-such-bucket-h8" in body["text"]
+
+    # Retention expires the copies with the primary.
+    assert run_backup("shop")[0].success
+    backup_env.history().set_retention(record.id, datetime(2020, 1, 1, tzinfo=UTC))
+    assert run_retention(dry_run=False).success
+    assert backup_env.history().get(record.id).status == "expired"
+    gone = [k for k in _files(primary_root) if record.id[:8] in k]
+    assert gone == [] and not [k for k in _files(nas) if record.id[:8] in k]
+    assert not [k for k in offsite.list_keys() if record.id[:8] in k] and len(_files(nas)) == 3
 
 
 def test_drills_fall_back_to_a_copy_when_the_primary_is_corrupt_or_gone(source_dsn, tmp_path):
