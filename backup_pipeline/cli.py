@@ -160,7 +160,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
     else:
         names = sorted(load_settings().targets)
         if not names:
-            load_settings().target("prod")  # raises the no-target error that says how to configure one
+            return _fail("no target is configured, so there is nothing to drill: set DATABASE_URL to the database URL, "
+                         "list targets in backup_targets.yaml (or the file BACKUP_TARGETS_FILE names), or pass --backup-id")
     results = []
     for name in names:
         started = datetime.now(UTC)

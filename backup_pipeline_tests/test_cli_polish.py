@@ -108,3 +108,10 @@ def test_verbose_is_accepted_before_and_after_the_command(argv, verbose):
     from backup_pipeline.cli import build_parser
 
     assert build_parser().parse_args(argv).verbose is verbose
+
+
+def test_drill_with_no_target_configured_says_how_to_configure_one(backup_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    proc = run("drill")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1].startswith("error: no target is configured") and "DATABASE_URL" in proc.stderr
