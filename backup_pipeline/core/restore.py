@@ -463,5 +463,6 @@ def restore_from_storage(
             )
     finally:
         local.unlink(missing_ok=True)
+    result.warnings.extend(getattr(storage, "notes", []))  # which second copy was read, if the primary failed
     return RestoredBackup(backup_id=manifest["backup_id"], manifest=manifest, result=result,
                           row_counts=result.row_counts, mismatches={})

@@ -10,6 +10,7 @@ from backup_pipeline.core.archive import BackupNames
 from backup_pipeline.core.backup import build_manifest, publish, split_backup_uri
 from backup_pipeline.core.drill import drill_backup
 from backup_pipeline.core.dump import dump_database
+from backup_pipeline.core.restore import restore_from_storage
 from backup_pipeline.core.storage import open_storage
 from backup_pipeline.core.storage.fallback import FallbackStorage
 from backup_pipeline.launch import run_backup, run_retention
@@ -75,3 +76,16 @@ def test_drills_fall_back_to_a_copy_when_the_primary_is_corrupt_or_gone(source_d
     result = drill_backup(FallbackStorage(primary, [copy]), names.manifest, stage_dir=tmp_path / "drill")
     assert result.passed, result.reason
     assert f"from copy file://{tmp_path / 'nas'}" in result.reason
+
+
+def test_a_restore_falls_back_to_a_copy_and_says_so(source_dsn, restore_server, tmp_path):
+    names = BackupNames.for_backup("shop", datetime.now(UTC), "zstd")
+    dump = dump_database(source_dsn, tmp_path / "stage", names)
+    manifest = build_manifest(backup_id="b2", target="shop", backup_type="manual", names=names, dump=dump,
+                              dagster_run_id=None, copies=[f"file://{tmp_path / 'nas'}"])
+    primary, copy = open_storage(f"file://{tmp_path / 'main'}"), open_storage(f"file://{tmp_path / 'nas'}")
+    publish(copy, names, dump, manifest)  # the primary never got it (or lost it)
+    to_dsn = restore_server.create_database("from_copy")
+    restored = restore_from_storage(FallbackStorage(primary, [copy]), names.manifest, to_dsn, stage_dir=tmp_path / "r")
+    assert restored.row_counts == manifest["row_counts"]
+    assert any(f"from copy file://{tmp_path / 'nas'}" in w for w in restored.result.warnings)
