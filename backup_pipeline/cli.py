@@ -304,6 +304,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_history_sync(args: argparse.Namespace) -> int:
     from backup_pipeline.core import catalog
     from backup_pipeline.core.config import load_settings
+    from backup_pipeline.core.manifest import Manifest
     from backup_pipeline.core.storage import open_storage
     from backup_pipeline.launch import history
 
@@ -323,7 +324,7 @@ def cmd_history_sync(args: argparse.Namespace) -> int:
         for key in catalog.manifest_keys(storage, target):
             manifest, uris = catalog.load(storage, key)
             try:
-                store.get(manifest["backup_id"])
+                store.get(Manifest.from_dict(manifest).backup_id)
                 before = True
             except BackupNotFound:
                 before = False

@@ -6,6 +6,7 @@ without a manifest is an interrupted upload and is never listed here.
 """
 
 from .backup import read_manifest
+from .manifest import Manifest
 from .storage import Storage
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -21,10 +22,11 @@ def latest_manifest_key(storage: Storage, target: str) -> str | None:
 
 
 def uris_for(storage: Storage, manifest: dict, manifest_key: str) -> dict[str, str | None]:
+    typed = Manifest.from_dict(manifest, f"manifest {storage.uri(manifest_key)}")
     return {
         "manifest_uri": storage.uri(manifest_key),
-        "archive_uri": storage.uri(manifest["archive"]["key"]),
-        "globals_uri": storage.uri(manifest["globals"]["key"]) if manifest.get("globals") else None,
+        "archive_uri": storage.uri(typed.archive.key),
+        "globals_uri": storage.uri(typed.globals.key) if typed.globals else None,
     }
 
 
