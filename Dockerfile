@@ -33,7 +33,8 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /opt/backup_pipeline
 COPY pyproject.toml workspace.yaml ./
 COPY backup_pipeline ./backup_pipeline
-COPY dagster.yaml /opt/dagster/dagster_home/dagster.yaml
+# The production instance: Postgres storage from DAGSTER_POSTGRES_URL, run queue, run monitoring.
+COPY deploy/dagster.yaml /opt/dagster/dagster_home/dagster.yaml
 RUN chown -R dagster /opt/dagster
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/backup_pipeline \
