@@ -8,6 +8,7 @@ without a manifest is an interrupted upload and is never listed as a backup.
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -153,12 +154,18 @@ def download_verified(storage: Storage, manifest: dict, local: Path) -> None:
     the compressed dump; without a key that opens it, IdentityMissing is raised before downloading.
     If the stored archive is corrupt, the storage's second copies (core/storage/fallback.py) are tried.
     """
+    from_primary_or_copy(_download_verified, storage, manifest, local)
+
+
+def from_primary_or_copy(fetch: Callable[[Storage, dict, Path], None], storage: Storage, manifest: dict,
+                         dest: Path) -> None:
+    """fetch(storage, manifest, dest); if the primary's object is corrupt, the first second copy that verifies."""
     try:
-        _download_verified(storage, manifest, local)
+        fetch(storage, manifest, dest)
     except VerifyError as corrupt:
         for copy in getattr(storage, "alternatives", list)():
             try:
-                _download_verified(copy, manifest, local)
+                fetch(copy, manifest, dest)
             except (StorageError, VerifyError):
                 continue
             storage.note(f"downloaded {manifest['archive']['key']} from copy {copy.url}: the primary's is corrupt ({corrupt})")

@@ -18,25 +18,15 @@ from typing import BinaryIO
 import zstandard
 
 from .archive import CHUNK, iter_chunks
-from .backup import check_digest
+from .backup import check_digest, from_primary_or_copy
 from .encryption import decrypt_stream, identities_for, is_encrypted
-from .errors import StorageError, VerifyError
+from .errors import VerifyError
 from .storage import Storage
 
 
 def download_plain(storage: Storage, manifest: dict, dest: Path) -> None:
     """Write the backup's decrypted, decompressed pg_dump archive to dest, checked against the manifest."""
-    try:
-        _download_plain(storage, manifest, dest)
-    except VerifyError as corrupt:
-        for copy in getattr(storage, "alternatives", list)():
-            try:
-                _download_plain(copy, manifest, dest)
-            except (StorageError, VerifyError):
-                continue
-            storage.note(f"downloaded {manifest['archive']['key']} from copy {copy.url}: the primary's is corrupt ({corrupt})")
-            return
-        raise
+    from_primary_or_copy(_download_plain, storage, manifest, dest)
 
 
 class _Hashing:
