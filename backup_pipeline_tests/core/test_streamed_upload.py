@@ -33,11 +33,15 @@ PART = 5 * MiB
 
 @pytest.fixture(scope="module")
 def hex_dsn(pg_server):
-    """~20 MB of pg_dump output that codec 'none' keeps as is: four 5 MiB parts and a short last one."""
+    """~40 MB of pg_dump output that codec 'none' keeps as is: eight 5 MiB parts and a short last one.
+
+    At most max_concurrency + 1 parts wait in memory, so pg_dump cannot finish before several parts
+    are in S3: the overlap check does not depend on how fast this machine is.
+    """
     dsn = new_database(pg_server.dsn(), "bp_stream")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((-g)::text) AS v "
-                     "FROM generate_series(1, 300000) g")
+                     "FROM generate_series(1, 600000) g")
     return dsn
 
 
