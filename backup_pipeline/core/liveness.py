@@ -131,19 +131,25 @@ def release_run(run_id: str, *, delete_stage: bool = True) -> None:
     os.close(held.fd)
 
 
-def lock_free(stage_root: Path, run_id: str) -> bool | None:
-    """True if run_id's lock file exists and nobody holds it, False if held, None if there is no lock file."""
+def flock_held(path: Path) -> bool | None:
+    """True if a live process holds path's flock, False if nobody does, None if there is no such file."""
     try:
-        fd = os.open(lock_path(stage_root, run_id), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return False
+        return True
     finally:
         os.close(fd)
-    return True
+    return False
+
+
+def lock_free(stage_root: Path, run_id: str) -> bool | None:
+    """True if run_id's lock file exists and nobody holds it, False if held, None if there is no lock file."""
+    held = flock_held(lock_path(stage_root, run_id))
+    return None if held is None else not held
 
 
 def remove_dead_lock(stage_root: Path, run_id: str) -> bool:

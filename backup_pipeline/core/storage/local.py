@@ -22,6 +22,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from backup_pipeline.core.errors import ConfigError, StorageError
+from backup_pipeline.core.liveness import flock_held
 from backup_pipeline.core.storage.base import (
     check_key,
     check_prefix,
@@ -262,18 +263,9 @@ def _lock_quietly(fd: int) -> None:
 
 def _writer_alive(path: Path) -> bool | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return flock_held(path)
     except OSError:
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _copy(src: BinaryIO, out: BinaryIO, src_path: Path) -> None:
