@@ -7,4 +7,5 @@ pytest_plugins = [
     "backup_pipeline_tests.fix_dagster",
     "backup_pipeline_tests.fix_alerts",
     "backup_pipeline_tests.fix_proxy",
+    "backup_pipeline_tests.fix_disk",
 ]

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -150,15 +149,9 @@ def _fill(directory: Path) -> None:
 
 
 @pytest.fixture
-def tiny_disk(tmp_path) -> Iterator[Path]:
+def tiny_disk(tmpfs) -> Path:
     """A 1 MiB tmpfs: room for a fresh Dagster instance (~320 KiB) and little more."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
+    return tmpfs("dagster-home", "size=1m")
 
 
 @pytest.mark.slow  # two real backup attempts: ~20 s on 2 shared cores

@@ -1,6 +1,5 @@
 """Drills that could not run versus drills that failed, with real faults: tiny disks, a cut network, no server."""
 
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -11,23 +10,6 @@ from backup_pipeline.core.errors import DrillError
 from backup_pipeline.core.storage import S3Settings, open_storage
 from backup_pipeline_tests.core.test_drill import _drill_servers, _publish
 from backup_pipeline_tests.fix_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """tmpfs(name, options) -> a freshly mounted tmpfs directory, unmounted at teardown."""
-    mounts = []
-
-    def mount(name: str, options: str) -> Path:
-        path = tmp_path / f"mnt-{name}"
-        path.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
-        mounts.append(path)
-        return path
-
-    yield mount
-    for path in mounts:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def _files(path: Path) -> list[Path]:

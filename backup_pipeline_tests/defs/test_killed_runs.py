@@ -147,15 +147,9 @@ def test_a_backup_killed_after_its_upload_is_resolved_completed_and_usable(env, 
 
 
 @pytest.fixture
-def tiny_storage(tmp_path):
+def tiny_storage(tmpfs):
     """Backup storage on a 1 MB tmpfs: the storage check passes, the upload hits a full disk."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+    return tmpfs("storage", "size=1m")
 
 
 @pytest.mark.slow
