@@ -32,7 +32,7 @@ import psycopg
 
 from .backup import read_globals, read_manifest
 from .dump import server_version, tools_for
-from .ephemeral import EphemeralPostgres
+from .ephemeral import RESTORE_SETTINGS, EphemeralPostgres
 from .fetch import download_plain
 from .errors import ConfigError, ConnectionFailed, DrillError, PgToolError, StorageError, VerifyError
 from .pgconn import PgConn
@@ -199,7 +199,8 @@ def _drill_in(storage, manifest, stage_dir: Path, work: Path, assertion_files, s
         fetching = pool.submit(_fetch, storage, manifest, stage_dir, plain, result)
         server, not_started = None, None
         try:
-            server = EphemeralPostgres(server_major, min_major=None if server_major else source_major).start()
+            server = EphemeralPostgres(server_major, min_major=None if server_major else source_major,
+                                       settings=RESTORE_SETTINGS).start()
         except PgToolError as exc:
             not_started = exc
         try:

@@ -63,6 +63,16 @@ _SERVER_SETTINGS = {
     "max_connections": "60",
     "max_locks_per_transaction": "256",
 }
+# A drill's server is written once by pg_restore and read once: no WAL beyond the minimum (index builds and
+# COPY into fresh tables skip it), no checkpoints mid-restore and no autovacuum competing for the CPU.
+# Measured on 1 GB of application-shaped data (best of 2): drill 12.5-12.9 s vs 14.9 s with the defaults.
+RESTORE_SETTINGS = {
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "1h",
+    "autovacuum": "off",
+}
 
 
 def free_port() -> int:
