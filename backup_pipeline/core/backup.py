@@ -254,6 +254,66 @@ def split_backup_uri(uri: str) -> tuple[str, str]:
     return parts[0], "/".join(parts[1:])
 
 
+def start_backup(history: "HistoryStore", target: Target, *, backup_type: str,
+                 dagster_run_id: str | None = None) -> "BackupRecord":
+    """Step 1 of every backup (the dump op, take_backup): its `running` history row, which names its objects."""
+    return history.start(target=target.name, type=backup_type, dagster_run_id=dagster_run_id,
+                         retention_days=target.retention_days)
+
+
+def dump_stage(target: Target, dsn: str, storage: Storage, record: "BackupRecord", *, backup_type: str,
+               stage_dir: Path, log: Callable[[str], None] | None = None) -> StagedBackup:
+    """Step 2: dump the target in one snapshot, the archive streaming into storage as pg_dump runs.
+
+    Checks storage first, so a missing bucket fails now, not after an hour of dumping. Parts retry on
+    their own; a streamed upload that fails for good raises (and fails the backup): only the roles file
+    and the manifest are left for finish_backup. Errors propagate; recording them is the caller's.
+    """
+    storage.check()
+    names = BackupNames.for_backup(target.name, record.timestamp, target.compression, record.id)
+    if log is not None:
+        from .pgconn import PgConn
+
+        log(f"Dumping {PgConn.parse(dsn).where} (target {target.name}, {backup_type}) to {storage.uri(names.archive)}")
+    from .object_lock import lock_for  # object_lock needs this module's split_backup_uri
+
+    result = dump_database(
+        dsn, stage_dir, names, pg_bin_dir=target.pg_bin_dir, level=target.compression_level,
+        recipients=recipients_for(target), storage=storage,
+        lock=lock_for(storage, target.object_lock_mode, record.retention_until),
+    )
+    return StagedBackup(backup_id=record.id, target=target, backup_type=backup_type, names=names, dump=result)
+
+
+def finish_backup(storage: Storage, history: "HistoryStore", staged: StagedBackup, *, dagster_run_id: str | None,
+                  copies: tuple[str, ...] | list[str] = (), check: bool = False) -> tuple["BackupRecord", dict]:
+    """Step 3: roles file, then the manifest last (each locked, given an Object Lock), then the history row
+    `completed`. Returns (the completed row, the manifest). Re-running after a failure is safe.
+
+    A kill at any point before the manifest is in storage leaves no backup (recovery fails the row);
+    after it, recovery completes the row from the manifest. check: stream the stored archive back and
+    compare it with the manifest before recording the backup completed (VerifyError if it differs).
+    """
+    from .liveness import pause_if_asked
+    from .object_lock import lock_for
+
+    dump = staged.dump
+    manifest = build_manifest(backup_id=staged.backup_id, target=staged.target.name, backup_type=staged.backup_type,
+                              names=staged.names, dump=dump, dagster_run_id=dagster_run_id, copies=copies)
+    lock = lock_for(storage, staged.target.object_lock_mode, history.get(staged.backup_id).retention_until)
+    published = publish(storage, staged.names, dump, manifest, lock=lock)
+    pause_if_asked("after-publish")
+    if check:
+        verify_checksum(storage, manifest)
+    record = history.complete(
+        staged.backup_id, archive_uri=published.archive_uri, globals_uri=published.globals_uri,
+        manifest_uri=published.manifest_uri, size_bytes=dump.archive_size, sha256=dump.archive_sha256,
+        row_counts=dump.row_counts, duration_seconds=dump.duration_seconds, server_version=dump.server_version,
+        pg_dump_version=dump.pg_dump_version, compression=dump.codec,
+    )
+    return record, manifest
+
+
 def take_backup(
     target: Target,
     dsn: str,
@@ -264,30 +324,15 @@ def take_backup(
     stage_dir: Path,
     dagster_run_id: str | None = None,
 ) -> "BackupRecord":
-    """Dump, publish and record one backup in a single call (safety backups before a restore)."""
-    record = history.start(target=target.name, type=backup_type, dagster_run_id=dagster_run_id,
-                           retention_days=target.retention_days)
+    """Dump, publish, check and record one backup in a single call (safety backups before a restore):
+    the backup job's dump and upload steps (start_backup -> dump_stage -> finish_backup) in one go."""
+    record = start_backup(history, target, backup_type=backup_type, dagster_run_id=dagster_run_id)
     try:
-        storage.check()
-        names = BackupNames.for_backup(target.name, record.timestamp, target.compression, record.id)
-        from .object_lock import lock_for  # object_lock needs this module's split_backup_uri
-
-        lock = lock_for(storage, target.object_lock_mode, record.retention_until)
-        result = dump_database(dsn, stage_dir, names, pg_bin_dir=target.pg_bin_dir, level=target.compression_level,
-                               recipients=recipients_for(target), storage=storage, lock=lock)
-        manifest = build_manifest(backup_id=record.id, target=target.name, backup_type=backup_type, names=names,
-                                  dump=result, dagster_run_id=dagster_run_id)
-        published = publish(storage, names, result, manifest, lock=lock)
-        verify_checksum(storage, manifest)
+        staged = dump_stage(target, dsn, storage, record, backup_type=backup_type, stage_dir=stage_dir)
+        finish_backup(storage, history, staged, dagster_run_id=dagster_run_id, check=True)
     except Exception as exc:
         history.fail(record.id, str(exc))
         raise
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
-    history.complete(
-        record.id, archive_uri=published.archive_uri, globals_uri=published.globals_uri,
-        manifest_uri=published.manifest_uri, size_bytes=result.archive_size, sha256=result.archive_sha256,
-        row_counts=result.row_counts, duration_seconds=result.duration_seconds,
-        server_version=result.server_version, pg_dump_version=result.pg_dump_version, compression=result.codec,
-    )
     return history.set_verification(record.id, "checksum_ok", "sha256 and size match the manifest")
