@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from backup_pipeline.core.vocabulary import BACKUP_TYPES
-from backup_pipeline.core.errors import BackupNotFound, BackupPipelineError
+from backup_pipeline.core.errors import BackupPipelineError
 from backup_pipeline.core.redact import redact_text
 
 
@@ -304,7 +304,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_history_sync(args: argparse.Namespace) -> int:
     from backup_pipeline.core import catalog
     from backup_pipeline.core.config import load_settings
-    from backup_pipeline.core.manifest import Manifest
     from backup_pipeline.core.storage import open_storage
     from backup_pipeline.launch import history
 
@@ -319,17 +318,7 @@ def cmd_history_sync(args: argparse.Namespace) -> int:
         sources = [(name, settings.target(name).storage_url) for name in names]
     summary = []
     for target, url in sources:
-        storage = open_storage(url, settings.s3)
-        added = existing = 0
-        for key in catalog.manifest_keys(storage, target):
-            manifest, uris = catalog.load(storage, key)
-            try:
-                store.get(Manifest.from_dict(manifest).backup_id)
-                before = True
-            except BackupNotFound:
-                before = False
-            store.upsert_from_manifest(manifest, **uris)
-            existing, added = (existing + 1, added) if before else (existing, added + 1)
+        added, existing = catalog.sync_history(open_storage(url, settings.s3), target, store)
         summary.append({"target": target, "storage": url, "added": added, "already_recorded": existing})
     if args.json:
         _print_json(summary)

@@ -5,9 +5,15 @@ so the newest manifest of a target is the last key in order. An archive
 without a manifest is an interrupted upload and is never listed here.
 """
 
+from typing import TYPE_CHECKING
+
 from .backup import read_manifest
+from .errors import BackupNotFound
 from .manifest import Manifest
 from .storage import Storage
+
+if TYPE_CHECKING:
+    from .history import HistoryStore
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -33,3 +39,21 @@ def uris_for(storage: Storage, manifest: dict, manifest_key: str) -> dict[str, s
 def load(storage: Storage, manifest_key: str) -> tuple[dict, dict[str, str | None]]:
     manifest = read_manifest(storage, manifest_key)
     return manifest, uris_for(storage, manifest, manifest_key)
+
+
+def sync_history(storage: Storage, target: str, history: "HistoryStore") -> tuple[int, int]:
+    """Record in history every backup of target that storage holds a manifest of (`history sync`).
+
+    Rows already there are left as they are (HistoryStore.upsert_from_manifest); returns
+    (added, already_recorded).
+    """
+    added = existing = 0
+    for key in manifest_keys(storage, target):
+        manifest, uris = load(storage, key)
+        try:
+            history.get(Manifest.from_dict(manifest).backup_id)
+            existing += 1
+        except BackupNotFound:
+            added += 1
+        history.upsert_from_manifest(manifest, **uris)
+    return added, existing
