@@ -57,3 +57,9 @@ class BackupNotFound(BackupPipelineError, KeyError):
     """No backup with that id in the history; still a KeyError for callers written before it existed."""
 
     __str__ = BackupPipelineError.__str__  # KeyError would quote the whole message
+
+
+class MigrationEventNotFound(BackupPipelineError, KeyError):
+    """No migration event with that id in the history (a typo'd or another history's id)."""
+
+    __str__ = BackupPipelineError.__str__

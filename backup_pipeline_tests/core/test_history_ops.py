@@ -13,6 +13,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from backup_pipeline.core.errors import MigrationEventNotFound
 from backup_pipeline.core.history import (
     COMPLETED,
     EXPIRED,
@@ -260,8 +261,9 @@ def test_update_migration_event(store: HistoryStore) -> None:
         store.update_migration_event(event.id, status="done")
     with pytest.raises(KeyError, match="no migration event with id 'missing'"):
         store.update_migration_event("missing", status=MIGRATION_LAUNCHED)
-    with pytest.raises(KeyError):
+    with pytest.raises(MigrationEventNotFound) as missing:
         store.get_migration_event("missing")
+    assert str(missing.value).startswith("no migration event with id 'missing' in the backup history at ")
     with pytest.raises(ValueError, match="naive datetime"):
         store.record_migration_event("app", "0043", created_at=datetime(2025, 1, 1))
     with pytest.raises(ValueError, match="needs a target"):

@@ -18,6 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from backup_pipeline.core.errors import MigrationEventNotFound
 from backup_pipeline.core.history.base import StoreBase, redact_optional, utc
 from backup_pipeline.core.history.models import (
     MIGRATION_COMPLETED,
@@ -73,7 +74,7 @@ class MigrationEventsMixin(StoreBase):
         with self._connect() as conn:
             row = conn.execute(self._event_by_id(event_id)).mappings().first()
         if row is None:
-            raise KeyError(f"no migration event with id {event_id!r} in the backup history at {self.url}")
+            raise MigrationEventNotFound(f"no migration event with id {event_id!r} in the backup history at {self.url}")
         return MigrationEvent.from_row(row)
 
     def find_migration_event(self, target: str, migration_id: str) -> MigrationEvent | None:
@@ -112,7 +113,7 @@ class MigrationEventsMixin(StoreBase):
         with self._connect() as conn:
             result = conn.execute(sa.update(migration_events).where(migration_events.c.id == event_id).values(values))
             if result.rowcount == 0:
-                raise KeyError(f"no migration event with id {event_id!r} in the backup history at {self.url}")
+                raise MigrationEventNotFound(f"no migration event with id {event_id!r} in the backup history at {self.url}")
         return self.get_migration_event(event_id)
 
     @staticmethod
