@@ -10,10 +10,12 @@ never leaves a target with fewer (short of good ones, the newest not proven
 bad make up the number); backups a grandfather-father-son policy
 keeps are not expired either. A backup whose drill could not run keeps its
 earlier verdict, so a flaky drill never makes a good backup expendable.
-Deletion removes the manifest first (at the primary, then
-at each second copy), so a backup stops counting as complete before its archive goes, and marks the
-history row `expired` last: a crash half-way leaves a row that the next run
-picks up again, and deleting an object that is already gone is a no-op.
+Expiring marks the history row `expired` first ("deleting its objects"),
+then deletes the manifest (at the primary, then at each second copy), so the
+backup stops counting as complete before its archive goes, then the other
+objects, and records the deletion last: a crash half-way leaves an expired row,
+never a `completed` one without objects, and the next run resumes the
+deletion (deleting an object that is already gone is a no-op).
 """
 
 import re
@@ -24,8 +26,10 @@ from datetime import UTC, datetime, timedelta
 from .backup import split_backup_uri
 from .catalog import MANIFEST_SUFFIX
 from .config import Settings, Target
+from .history.retention import DELETING_OBJECTS
 from .history.models import CHECKSUM_OK, COMPLETED, VERIFICATION_FAILED, VERIFIED
 from .copies import copy_uris
+from .liveness import pause_if_asked
 from .object_lock import still_locked
 from .storage import Storage
 
@@ -190,6 +194,13 @@ def apply_retention(plan: RetentionPlan, history, storage_for: Callable[[str], S
                                   dry_run=dry_run, detail=f"Object Lock {lock.mode} until {lock.until.isoformat()}: "
                                   "not deleted; retention expires the backup once the lock has run out")
             continue
+        log(f"{'would expire' if dry_run else 'expiring'} backup {expiry.backup_id} ({expiry.target}, "
+            f"retention until {expiry.retention_until:%Y-%m-%d})")
+        history.log_retention(target=expiry.target, action="expire", backup_id=expiry.backup_id, dry_run=dry_run,
+                              detail=f"retention_until {expiry.retention_until.isoformat()}")
+        if not dry_run:
+            history.mark_expired(expiry.backup_id, objects_deleted=False, detail=DELETING_OBJECTS
+                                 if expiry.delete_objects else "objects kept (delete_expired_objects: false)")
         if expiry.delete_objects:
             for uri in expiry.object_uris:
                 base, key = split_backup_uri(uri)
@@ -198,13 +209,9 @@ def apply_retention(plan: RetentionPlan, history, storage_for: Callable[[str], S
                     storage_for(base).delete(key)
                 history.log_retention(target=expiry.target, action="delete_object", backup_id=expiry.backup_id,
                                       object_uri=uri, dry_run=dry_run)
-        log(f"{'would expire' if dry_run else 'expiring'} backup {expiry.backup_id} ({expiry.target}, "
-            f"retention until {expiry.retention_until:%Y-%m-%d})")
-        history.log_retention(target=expiry.target, action="expire", backup_id=expiry.backup_id, dry_run=dry_run,
-                              detail=f"retention_until {expiry.retention_until.isoformat()}")
-        if not dry_run:
-            history.mark_expired(expiry.backup_id, objects_deleted=expiry.delete_objects,
-                                 detail="objects deleted" if expiry.delete_objects else "objects kept (delete_expired_objects: false)")
+                pause_if_asked("retention-after-delete")
+            if not dry_run:
+                history.mark_expired(expiry.backup_id, objects_deleted=True, detail="objects deleted")
     for target, uri in plan.orphans:
         base, key = split_backup_uri(uri)
         if locked := still_locked([uri], storage_for):

@@ -1,6 +1,10 @@
 """Retention on real storage: what expires, what never does, and crash-safety."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -10,6 +14,7 @@ from backup_pipeline.cli import main
 from backup_pipeline.core.backup import split_backup_uri
 from backup_pipeline.core.config import Target
 from backup_pipeline.core.history import KEEP_FOREVER
+from backup_pipeline.core.liveness import PAUSE_ENV
 from backup_pipeline.core.retention import RetentionPlan, apply_retention, find_incomplete, gfs_keep
 from backup_pipeline.core.storage import open_storage
 from backup_pipeline.launch import run_backup, run_retention
@@ -71,6 +76,39 @@ def test_a_crash_half_way_is_finished_by_the_next_run(configure, backup_env, sou
     assert history.get(records[0].id).status == "expired"
     assert not any(_exists(u) for u in _objects(records[0]))
     assert run_retention(dry_run=False).success  # and again: nothing left to do, no error
+
+
+def test_a_retention_killed_after_its_first_deletion_leaves_an_expired_row_the_next_run_finishes(
+        configure, backup_env, source_dsn, tmp_path, capsys):
+    records = _three_backups(configure, backup_env, source_dsn, min_good_backups=1)
+    history = backup_env.history()
+    history.set_retention(records[0].id, PAST)
+    marker = tmp_path / "deleted-one"
+    cli = os.path.join(os.path.dirname(sys.executable), "backup-pipeline")
+    proc = subprocess.Popen([cli, "retention"], env={**os.environ, PAUSE_ENV: f"retention-after-delete:{marker}"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the retention run never reached its first deletion"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    manifest, *others = _objects(records[0])
+    assert not _exists(manifest) and all(_exists(u) for u in others)  # killed between two deletions
+    row = history.get(records[0].id)
+    # Never `completed` without its manifest: expired first, objects still being deleted.
+    assert (row.status, row.objects_deleted_at, row.retention_detail) == ("expired", None, "expired; deleting its objects")
+    assert main(["list", "--json"]) == 0
+    listed = {r["backup_id"]: r["status"] for r in json.loads(capsys.readouterr().out)}
+    assert listed.get(records[0].id, "expired") == "expired"
+
+    assert run_retention(dry_run=False).success  # the next run resumes the deletion
+    row = history.get(records[0].id)
+    assert (row.status, row.retention_detail) == ("expired", "objects deleted") and row.objects_deleted_at is not None
+    assert not any(_exists(u) for u in _objects(records[0]))
+    assert [history.get(r.id).status for r in records[1:]] == ["completed", "completed"]
 
 
 def test_marking_only_and_keeping_forever(configure, backup_env, source_dsn, capsys):

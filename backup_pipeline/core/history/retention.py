@@ -21,6 +21,9 @@ from backup_pipeline.core.history.models import retention_log as retention_log_t
 from backup_pipeline.core.history.record import BackupRecord
 
 _EXPIRABLE = (COMPLETED, FAILED)
+# retention_detail of a row expired before its objects are deleted; it stays until they are all gone, so a
+# retention run killed half-way leaves an expired row (never a `completed` one without objects) to resume.
+DELETING_OBJECTS = "expired; deleting its objects"
 _MAX_ACTION = 32
 
 
@@ -75,10 +78,16 @@ class RetentionMixin(StoreBase):
         return self.get(backup_id)
 
     def expiry_candidates(self, now: datetime) -> builtins.list[BackupRecord]:
-        """Completed and failed attempts whose retention_until is before now, oldest attempt first."""
+        """Completed and failed attempts whose retention_until is before now, oldest attempt first.
+
+        Rows an interrupted retention run expired but did not finish deleting the objects of come too.
+        """
+        unfinished = sa.and_(backup_history.c.status == EXPIRED, backup_history.c.objects_deleted_at.is_(None),
+                             backup_history.c.retention_detail == DELETING_OBJECTS)
         query = (
             sa.select(backup_history)
-            .where(backup_history.c.status.in_(_EXPIRABLE), backup_history.c.retention_until < utc(now))
+            .where(sa.or_(sa.and_(backup_history.c.status.in_(_EXPIRABLE), backup_history.c.retention_until < utc(now)),
+                          unfinished))
             .order_by(backup_history.c.timestamp, backup_history.c.id)
         )
         return self._records(query)
