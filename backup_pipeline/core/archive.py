@@ -25,6 +25,7 @@ MANIFEST_FORMAT_VERSION = 1
 CHUNK = 1024 * 1024
 CODECS = ("zstd", "gzip", "none")
 _SUFFIX = {"zstd": ".dump.zst", "gzip": ".dump.gz", "none": ".dump"}
+DIRECTORY_SUFFIX = ".dir.tar"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class BackupNames:
     directory: str  # <target>/YYYY/MM/DD
     base: str  # <target>_<YYYYMMDDTHHMMSSZ>[_<backup id prefix>]
     codec: str
+    format: str = "custom"  # "directory": a tar of pg_dump's directory format (dump_jobs > 1, core/dump_parallel.py)
 
     @classmethod
     def for_backup(cls, target: str, started_at: datetime, codec: str, backup_id: str | None = None) -> "BackupNames":
@@ -48,6 +50,8 @@ class BackupNames:
 
     @property
     def archive(self) -> str:
+        if self.format == "directory":  # pg_dump compressed each file itself; the tar is not compressed again
+            return f"{self.directory}/{self.base}{DIRECTORY_SUFFIX}"
         return f"{self.directory}/{self.base}{_SUFFIX[self.codec]}"
 
     @property

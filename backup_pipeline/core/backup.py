@@ -57,10 +57,10 @@ def build_manifest(
         "duration_seconds": round(dump.duration_seconds, 3),
         "server_version": dump.server_version,
         "pg_dump_version": dump.pg_dump_version,
-        "format": "custom",
+        "format": dump.format,
         "compression": {"codec": dump.codec, "level": dump.compression_level},
         "archive": {
-            "key": names.archive,
+            "key": dump.archive_key or names.archive,
             "size_bytes": dump.archive_size,
             "sha256": dump.archive_sha256,
             "uncompressed_size_bytes": dump.raw_size,
@@ -86,7 +86,7 @@ def publish(storage: Storage, names: BackupNames, dump: DumpResult, manifest: di
     """Upload archive, roles file, then the manifest (each locked, given an Object Lock); re-running is safe."""
     kw = {"lock": lock} if lock is not None else {}
     # A streamed dump (dump_database(storage=...)) already stored its archive; only roles and manifest remain.
-    archive_uri = dump.archive_uri or storage.put_file(dump.archive_path, names.archive, **kw)
+    archive_uri = dump.archive_uri or storage.put_file(dump.archive_path, dump.archive_key or names.archive, **kw)
     globals_uri = storage.put_file(dump.globals_path, names.globals, **kw) if dump.globals_path else None
     manifest_uri = storage.put_bytes(manifest_bytes(manifest), names.manifest, **kw)
     return Published(archive_uri=archive_uri, globals_uri=globals_uri, manifest_uri=manifest_uri, manifest=manifest)
@@ -280,7 +280,7 @@ def dump_stage(target: Target, dsn: str, storage: Storage, record: "BackupRecord
     result = dump_database(
         dsn, stage_dir, names, pg_bin_dir=target.pg_bin_dir, level=target.compression_level,
         recipients=recipients_for(target), storage=storage,
-        lock=lock_for(storage, target.object_lock_mode, record.retention_until),
+        lock=lock_for(storage, target.object_lock_mode, record.retention_until), jobs=target.dump_jobs,
     )
     return StagedBackup(backup_id=record.id, target=target, backup_type=backup_type, names=names, dump=result)
 

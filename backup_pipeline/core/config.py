@@ -27,6 +27,7 @@ DSN_ENV_VARS = ("DATABASE_URL", "PROD_SUPABASE_DB_URL")
 DEFAULT_TARGETS_FILE = "backup_targets.yaml"
 DEFAULT_SCHEDULE = "0 2 * * *"
 DEFAULT_MIGRATIONS_TABLE = "supabase_migrations.schema_migrations"
+MAX_DUMP_JOBS = 32  # dump_jobs: parallel pg_dump workers at most
 LEVELS = {"zstd": (1, 22), "gzip": (0, 9), "none": (0, 22)}  # "none" ignores the level
 # zstd 1: on 2 cores shared with pg_dump and the server, level 3 costs ~10% more time for ~20% smaller archives.
 DEFAULT_LEVEL = {"zstd": 1, "gzip": 6, "none": 0}
@@ -88,6 +89,7 @@ class Target:
     tripwire_pin: bool = True  # …which then pins the previous backup until `keep` releases it
     object_lock_mode: str = "GOVERNANCE"  # S3 Object Lock mode where the bucket has it: GOVERNANCE or COMPLIANCE
     copies: tuple[str, ...] = ()  # storage URLs that receive a second copy of every backup (3-2-1)
+    dump_jobs: int = 1  # > 1: pg_dump --format=directory --jobs=N in the same snapshot, stored as one tar
 
     def dsn(self, env: Mapping[str, str] | None = None) -> str:
         return _env_dsn(self.name, self.dsn_env, env)
@@ -185,6 +187,10 @@ def _target_from_yaml(name: str, given: dict, defaults: dict, path: str) -> Targ
     except ConfigError as exc:
         raise ConfigError(f"{where('compression')}: {exc}") from None
     level = merged.get("compression_level", DEFAULT_LEVEL[codec])
+    jobs = merged.get("dump_jobs", 1)
+    if not 1 <= jobs <= MAX_DUMP_JOBS:
+        raise ConfigError(f"{where('dump_jobs')}: dump_jobs {jobs} is out of range: use 1 (one pg_dump stream, "
+                          f"the default) to {MAX_DUMP_JOBS} parallel pg_dump workers")
     low, high = LEVELS[codec]
     if not low <= level <= high:
         raise ConfigError(f"{where('compression_level')}: compression_level {level} is out of range for {codec} "
@@ -216,6 +222,7 @@ def _target_from_yaml(name: str, given: dict, defaults: dict, path: str) -> Targ
         tripwire_pin=merged.get("tripwire_pin", True),
         object_lock_mode=merged.get("object_lock_mode", "GOVERNANCE"),
         copies=tuple(check_storage_url(url, f"{where('copies')}[{i}]") for i, url in enumerate(merged.get("copies", []))),
+        dump_jobs=jobs,
     )
 
 

@@ -273,6 +273,8 @@ def _local_os_error(exc: BaseException) -> OSError | None:
 
 def _needed_bytes(manifest: dict) -> int:
     archive = manifest["archive"]
+    if manifest.get("format") == "directory":  # unpacked as it downloads; pg_dump's files stay compressed
+        return archive["size_bytes"]
     # Archive and decompressed dump sit on the stage together until the archive is deleted.
     return archive["size_bytes"] + (archive.get("uncompressed_size_bytes") or archive["size_bytes"])
 

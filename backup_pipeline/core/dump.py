@@ -5,15 +5,18 @@ snapshot (`--snapshot`) while the same transaction counts every table, so the
 manifest's row counts describe exactly what the archive holds, even under
 concurrent writes. pg_dump's custom-format output (-Z0) is compressed and
 hashed as it streams to a `.partial` file that is renamed only on success.
+With `jobs` > 1 (a target's `dump_jobs`) the same snapshot and counts feed a
+parallel directory-format pg_dump instead (core/dump_parallel.py).
 """
 
+import contextlib
 import errno
 import hashlib
 import os
 import signal
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,8 +26,9 @@ import psycopg
 from psycopg import sql
 
 from .archive import BackupNames, HashingWriter, compress_stream
+from .config import MAX_DUMP_JOBS
 from .encryption import encrypt_bytes
-from .errors import BackupPipelineError, DumpError, PgToolError
+from .errors import BackupPipelineError, ConfigError, DumpError, PgToolError
 from .inventory import take_inventory
 from .locks import lock_database
 from .pgconn import PgConn
@@ -70,6 +74,8 @@ class DumpResult:
     warnings: list[str] = field(default_factory=list)
     recipients: tuple[str, ...] = ()  # age public keys the archive and roles file are encrypted for
     archive_uri: str | None = None  # set when the archive was streamed straight into storage (no stage copy)
+    format: str = "custom"  # pg_dump's format: "custom" (one stream) or "directory" (stored as a tar, dump_jobs > 1)
+    archive_key: str | None = None  # the archive's key in storage (names.archive of the format)
 
     @property
     def server_major(self) -> int:
@@ -114,6 +120,43 @@ def snapshot_facts(pg: psycopg.Connection) -> tuple[dict[str, int], list[str], d
     return counts, warnings, take_inventory(pg)
 
 
+@dataclass
+class Snapshot:
+    """The open transaction a dump runs in: its connection, server version, tools and exported snapshot."""
+
+    pg: psycopg.Connection
+    version: str
+    tools: PgTools
+    snapshot_id: str
+    size_hint: int  # bytes to expect in storage: 1.5 x the database's size
+
+
+@contextlib.contextmanager
+def exported_snapshot(conn: PgConn, pg_bin_dir: str | None, lock_wait_timeout_s: int) -> Iterator[Snapshot]:
+    """A REPEATABLE READ, read-only transaction holding the database's share lock, with its snapshot exported
+    for pg_dump; rolled back when the block ends (its row counts use the same snapshot, see snapshot_facts)."""
+    with conn.connect() as pg:
+        pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        pg.read_only = True
+        version = server_version(pg)
+        tools = tools_for(conn, int(version.split(".")[0]), pg_bin_dir)
+        lock_database(pg, exclusive=False, where=conn.where)
+        pg.execute("SET LOCAL row_security = off")  # as pg_dump: an RLS-filtered count would be wrong
+        pg.execute(f"SET LOCAL lock_timeout = {int(lock_wait_timeout_s) * 1000}")
+        snapshot_id = pg.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        size_hint = pg.execute("SELECT pg_database_size(current_database())").fetchone()[0] * 3 // 2
+        yield Snapshot(pg, version, tools, snapshot_id, size_hint)
+        pg.rollback()
+
+
+def facts_of(counting, conn: PgConn) -> tuple[dict[str, int], list[str], dict]:
+    """The result of a snapshot_facts future, or DumpError (redacted) when counting failed."""
+    try:
+        return counting.result()
+    except psycopg.Error as exc:
+        raise DumpError(f"counting rows of {conn.where} failed: {redact_text(str(exc), conn.secrets())}") from None
+
+
 def _describe_exit(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -153,13 +196,22 @@ def dump_database(
     recipients: Sequence[str] = (),
     storage=None,
     lock=None,
+    jobs: int = 1,
 ) -> DumpResult:
     """Dump the whole database behind `dsn` into stage_dir; returns what the manifest needs.
 
     With age recipients the archive and roles file are encrypted after compression, before they touch the disk.
     With `storage`, the archive streams into its key there while pg_dump runs (parts uploaded as they fill,
     Object Lock `lock` applied) and only the roles file lands in stage_dir; the object appears only on success.
+    With jobs > 1, pg_dump runs `--format=directory --jobs=N` in the same snapshot (core/dump_parallel.py).
     """
+    if not isinstance(jobs, int) or not 1 <= jobs <= MAX_DUMP_JOBS:
+        raise ConfigError(f"dump_jobs {jobs!r} is out of range: use 1 (one pg_dump stream) to {MAX_DUMP_JOBS} workers")
+    if jobs > 1:
+        from .dump_parallel import dump_directory
+
+        return dump_directory(dsn, stage_dir, names, pg_bin_dir=pg_bin_dir, level=level, jobs=jobs,
+                              lock_wait_timeout_s=lock_wait_timeout_s, recipients=recipients, storage=storage, lock=lock)
     conn = PgConn.parse(dsn)
     conn.check_not_transaction_pooler()
     started_at = datetime.now(UTC)
@@ -167,17 +219,8 @@ def dump_database(
     archive_path = stage_dir / Path(names.archive).name
     partial = archive_path.with_name(archive_path.name + ".partial")
 
-    with conn.connect() as pg:
-        pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        pg.read_only = True
-        version = server_version(pg)
-        tools = tools_for(conn, int(version.split(".")[0]), pg_bin_dir)
-        lock_database(pg, exclusive=False, where=conn.where)
-        pg.execute("SET LOCAL row_security = off")  # as pg_dump: an RLS-filtered count would be wrong
-        pg.execute(f"SET LOCAL lock_timeout = {int(lock_wait_timeout_s) * 1000}")
-        snapshot_id = pg.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        size_hint = pg.execute("SELECT pg_database_size(current_database())").fetchone()[0] * 3 // 2
-
+    with exported_snapshot(conn, pg_bin_dir, lock_wait_timeout_s) as snap:
+        pg, version, tools, snapshot_id, size_hint = snap.pg, snap.version, snap.tools, snap.snapshot_id, snap.size_hint
         env = conn.subprocess_env()
         sink = storage.open_write(names.archive, size_hint, lock) if storage is not None else _StageFile(partial)
         with tempfile.TemporaryFile() as stderr_file, sink as out:
@@ -216,14 +259,11 @@ def dump_database(
                     stderr_file.seek(0)
                     raise _pg_dump_error(conn, tools, returncode, stderr_file.read().decode(errors="replace"))
                 try:
-                    row_counts, warnings, inventory = counting.result()
-                except psycopg.Error as exc:
+                    row_counts, warnings, inventory = facts_of(counting, conn)
+                except DumpError:
                     partial.unlink(missing_ok=True)
-                    raise DumpError(
-                        f"counting rows of {conn.where} failed: {redact_text(str(exc), conn.secrets())}"
-                    ) from None
+                    raise
             archive_uri = out.commit() if storage is not None else None
-        pg.rollback()
 
     if storage is None:
         os.replace(partial, archive_path)
@@ -251,6 +291,7 @@ def dump_database(
         warnings=warnings,
         recipients=tuple(recipients),
         archive_uri=archive_uri,
+        archive_key=names.archive,
     )
 
 

@@ -6,12 +6,17 @@ once the sha256 and size of the stored bytes match the manifest; so no
 compressed copy touches the stage, and nobody ever reads an unchecked dump.
 A mismatch is reported as such (VerifyError) even when the damage also broke
 decryption or decompression half-way. A corrupt primary falls back to the
-storage's second copies, as download_verified does.
+storage's second copies, as download_verified does. A directory-format backup
+(dump_jobs > 1, core/dump_parallel.py) is unpacked from its tar on the same pass
+into `<dest>.partial/`, which becomes the directory `dest`.
 """
 
+import contextlib
 import hashlib
 import os
+import shutil
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,13 +24,16 @@ import zstandard
 
 from .archive import CHUNK, iter_chunks
 from .backup import check_digest, from_primary_or_copy
+from .dump_parallel import Untar
 from .encryption import decrypt_stream, identities_for, is_encrypted
 from .errors import VerifyError
 from .storage import Storage
 
 
 def download_plain(storage: Storage, manifest: dict, dest: Path) -> None:
-    """Write the backup's decrypted, decompressed pg_dump archive to dest, checked against the manifest."""
+    """Write the backup's decrypted, decompressed pg_dump archive to dest, checked against the manifest.
+
+    For a directory-format backup dest becomes pg_dump's directory (pg_restore reads either)."""
     from_primary_or_copy(_download_plain, storage, manifest, dest)
 
 
@@ -67,14 +75,33 @@ class _Unpacking:
             raise VerifyError(f"the {self.codec} archive is corrupt: it ends before its last block")
 
 
+def is_directory_format(manifest: dict) -> bool:
+    return manifest.get("format") == "directory"
+
+
+@contextlib.contextmanager
+def _unpacking_into(manifest: dict, tmp: Path) -> Iterator["_Unpacking | Untar"]:
+    """The sink for the stored bytes: a tar unpacked into the folder tmp, or a file decompressed into tmp."""
+    if is_directory_format(manifest):
+        untar = Untar(tmp)
+        try:
+            yield untar
+        finally:
+            untar.abort()
+    else:
+        with open(tmp, "wb") as out:
+            yield _Unpacking(out, manifest["compression"]["codec"])
+            out.flush()
+
+
 def _download_plain(storage: Storage, manifest: dict, dest: Path) -> None:
     key, expected = manifest["archive"]["key"], manifest["archive"]
     uri = storage.uri(key)
     identities = identities_for(manifest) if is_encrypted(manifest) else None  # IdentityMissing before any download
     tmp = dest.with_name(dest.name + ".partial")
     try:
-        with storage.open_read(key) as stream, open(tmp, "wb") as out:
-            source, sink = _Hashing(stream), _Unpacking(out, manifest["compression"]["codec"])
+        with storage.open_read(key) as stream, _unpacking_into(manifest, tmp) as sink:
+            source = _Hashing(stream)
             try:
                 if identities is not None:
                     decrypt_stream(source, sink, identities, uri)
@@ -90,8 +117,10 @@ def _download_plain(storage: Storage, manifest: dict, dest: Path) -> None:
             for _ in iter_chunks(source, CHUNK):
                 pass
             check_digest(uri, source.sha256.hexdigest(), source.size, expected)
-            out.flush()
         os.replace(tmp, dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 

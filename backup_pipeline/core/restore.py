@@ -14,6 +14,9 @@ terminal), the server rolls the whole restore back; psql and pg_restore die with
 it (PR_SET_PDEATHSIG). The archive is decompressed as a stream straight into
 pg_restore's stdin, so no plaintext copy lands on disk. That costs parallel
 `pg_restore -j`, which one transaction cannot have anyway (drills keep it).
+A directory-format backup (dump_jobs > 1) cannot be piped: its tar is unpacked
+(sha256 checked on the same pass, core/fetch.py) into the stage, pg_restore
+reads that directory, and it is deleted when the restore ends, however it ends.
 """
 
 import ctypes
@@ -22,6 +25,7 @@ import os
 import queue
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +43,7 @@ from .archive import decompress_stream
 from .backup import download_verified, read_globals, read_manifest
 from .dump import _TABLES_SQL, server_version, tools_for
 from .errors import RestoreError
+from .fetch import download_plain, is_directory_format
 from .locks import lock_database
 from .pgconn import PgConn
 from .redact import redact_text
@@ -110,7 +115,7 @@ def user_relations(pg: psycopg.Connection) -> list[str]:
 
 
 def restore_archive(
-    archive: BinaryIO,
+    archive: BinaryIO | Path,
     codec: str,
     to_dsn: str,
     *,
@@ -123,7 +128,8 @@ def restore_archive(
     stage_dir: Path | None = None,
     expected_row_counts: dict[str, int] | None = None,
 ) -> RestoreResult:
-    """Restore a compressed custom-format archive (a readable stream) into the database at to_dsn, in ONE transaction.
+    """Restore a compressed custom-format archive (a readable stream), or pg_dump's directory (a Path), into the
+    database at to_dsn, in ONE transaction.
 
     By default the destination must be empty; with replace=True everything it
     holds is dropped first, in the same transaction. The tables of
@@ -241,6 +247,18 @@ class _Feeder(threading.Thread):
                 pass
 
 
+class _NoFeed:
+    """The feeder of a directory-format restore: pg_restore reads the directory itself."""
+
+    error: BaseException | None = None
+
+    def start(self) -> None:
+        pass
+
+    def join(self) -> None:
+        pass
+
+
 class _Markers(threading.Thread):
     """Reads psql's stdout so it never blocks on a full pipe, keeping only the lines this restore asked for."""
 
@@ -314,7 +332,7 @@ def _copy_script(src: BinaryIO, dst: BinaryIO, skip_timeout: bool) -> bool:
     return True
 
 
-def _restore_in_one_transaction(tools, conn: PgConn, archive: BinaryIO, codec: str, pre_sql: str, server_major: int,
+def _restore_in_one_transaction(tools, conn: PgConn, archive: BinaryIO | Path, codec: str, pre_sql: str, server_major: int,
                                 expected: dict[str, int] | None) -> dict[str, int]:
     """BEGIN, pre_sql, pg_restore's script, count, compare, COMMIT: see the module docstring. Returns the counts."""
     prefix = f"bp-{secrets.token_hex(8)}-"
@@ -326,9 +344,13 @@ def _restore_in_one_transaction(tools, conn: PgConn, archive: BinaryIO, codec: s
             [tools.path("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "--no-password", dbname],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env, preexec_fn=_die_with_parent(),
         )
-        script = subprocess.Popen([tools.path("pg_restore"), "--single-transaction", "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        directory = isinstance(archive, Path)
+        script = subprocess.Popen([tools.path("pg_restore"), "--single-transaction", "-f", "-",
+                                   *([str(archive)] if directory else [])],
+                                  stdin=subprocess.DEVNULL if directory else subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=err, env=env, preexec_fn=_die_with_parent())
-        feeder, markers = _Feeder(archive, script.stdin, codec), _Markers(psql.stdout, prefix.encode())
+        feeder = _NoFeed() if directory else _Feeder(archive, script.stdin, codec)
+        markers = _Markers(psql.stdout, prefix.encode())
         feeder.start()
         markers.start()
         counts: dict[str, int] | None = None
@@ -443,6 +465,9 @@ def restore_from_storage(
     manifest = read_manifest(storage, manifest_key)
     stage_dir.mkdir(parents=True, exist_ok=True)
     local = stage_dir / Path(manifest["archive"]["key"]).name
+    if is_directory_format(manifest):
+        return _restore_directory(storage, manifest, local.with_suffix(".d"), to_dsn, pg_bin_dir=pg_bin_dir,
+                                  replace=replace)
     try:
         download_verified(storage, manifest, local)
         globals_sql = read_globals(storage, manifest)
@@ -464,5 +489,25 @@ def restore_from_storage(
     finally:
         local.unlink(missing_ok=True)
     result.warnings.extend(getattr(storage, "notes", []))  # which second copy was read, if the primary failed
+    return RestoredBackup(backup_id=manifest["backup_id"], manifest=manifest, result=result,
+                          row_counts=result.row_counts, mismatches={})
+
+
+def _restore_directory(storage: Storage, manifest: dict, local: Path, to_dsn: str, *, pg_bin_dir: str | None,
+                       replace: bool) -> RestoredBackup:
+    """restore_from_storage for a directory-format backup: unpack (checked) into local, restore, delete local."""
+    try:
+        download_plain(storage, manifest, local)
+        globals_sql = read_globals(storage, manifest)
+        result = restore_archive(
+            local, "directory", to_dsn,
+            source_major=int(manifest["server_version"].split(".")[0]),
+            dump_tool_major=int(manifest["pg_dump_version"].split(".")[0]),
+            globals_sql=globals_sql, pg_bin_dir=pg_bin_dir, replace=replace,
+            expected_row_counts=manifest.get("row_counts", {}),
+        )
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    result.warnings.extend(getattr(storage, "notes", []))
     return RestoredBackup(backup_id=manifest["backup_id"], manifest=manifest, result=result,
                           row_counts=result.row_counts, mismatches={})

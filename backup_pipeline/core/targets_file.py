@@ -53,6 +53,7 @@ class TargetSettings(BaseModel):
     tripwire_pin: bool | None = None
     object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
     copies: Annotated[list[str] | None, BeforeValidator(_one_or_many)] = None
+    dump_jobs: int | None = None  # parallel pg_dump workers (directory format); range checked in config.py
 
 
 class TargetsFile(TargetSettings):
