@@ -318,7 +318,9 @@ def cmd_history_sync(args: argparse.Namespace) -> int:
         sources = [(name, settings.target(name).storage_url) for name in names]
     summary = []
     for target, url in sources:
-        added, existing = catalog.sync_history(open_storage(url, settings.s3), target, store)
+        configured = settings.targets.get(target)
+        added, existing = catalog.sync_history(open_storage(url, settings.s3), target, store,
+                                               retention_days=configured.retention_days if configured else None)
         summary.append({"target": target, "storage": url, "added": added, "already_recorded": existing})
     if args.json:
         _print_json(summary)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 from backup_pipeline.cli import main
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_status_and_history_sync(configure, backup_env, source_dsn, capsys, monkeypatch, tmp_path):
-    configure({"shop": {"dsn_env": "SHOP_URL", "drill": False}}, {"SHOP_URL": source_dsn})
+    configure({"shop": {"dsn_env": "SHOP_URL", "drill": False, "retention_days": 90}}, {"SHOP_URL": source_dsn})
     first = run_backup("shop")[1]
     second = run_backup("shop", dsn_env="NOT_SET_ANYWHERE")[1]  # a failed attempt
     assert second.status == "failed"
@@ -35,6 +36,9 @@ def test_status_and_history_sync(configure, backup_env, source_dsn, capsys, monk
     assert main(["list", "--json"]) == 0
     [rebuilt] = json.loads(capsys.readouterr().out)
     assert (rebuilt["backup_id"], rebuilt["sha256"], rebuilt["source"]) == (first.id, first.sha256, "manifest")
+    # Rebuilt rows keep the target's retention, not the history's 30-day default: retention must not come early.
+    rebuilt_until = datetime.fromisoformat(rebuilt["retention_until"])
+    assert abs((rebuilt_until - first.retention_until).total_seconds()) < 60  # 90 days from its start, not 30
 
 
 def _wait_for(url: str, seconds: float) -> None:
@@ -49,7 +53,7 @@ def _wait_for(url: str, seconds: float) -> None:
 
 
 def test_trigger_launches_a_run_on_a_running_webserver(configure, backup_env, source_dsn, capsys):
-    configure({"shop": {"dsn_env": "SHOP_URL", "drill": False}}, {"SHOP_URL": source_dsn})
+    configure({"shop": {"dsn_env": "SHOP_URL", "drill": False, "retention_days": 90}}, {"SHOP_URL": source_dsn})
     # No daemon in this test: launch runs as they are submitted instead of queueing them.
     Path(os.environ["DAGSTER_HOME"], "dagster.yaml").write_text(
         "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\ntelemetry:\n  enabled: false\n"

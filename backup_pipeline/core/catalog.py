@@ -41,11 +41,13 @@ def load(storage: Storage, manifest_key: str) -> tuple[dict, dict[str, str | Non
     return manifest, uris_for(storage, manifest, manifest_key)
 
 
-def sync_history(storage: Storage, target: str, history: "HistoryStore") -> tuple[int, int]:
+def sync_history(storage: Storage, target: str, history: "HistoryStore", *, retention_days: int | None = None
+                 ) -> tuple[int, int]:
     """Record in history every backup of target that storage holds a manifest of (`history sync`).
 
-    Rows already there are left as they are (HistoryStore.upsert_from_manifest); returns
-    (added, already_recorded).
+    Rows already there are left as they are (HistoryStore.upsert_from_manifest); rebuilt ones are
+    kept retention_days (the target's; the history's default for a target no longer configured)
+    from their start. Returns (added, already_recorded).
     """
     added = existing = 0
     for key in manifest_keys(storage, target):
@@ -55,5 +57,5 @@ def sync_history(storage: Storage, target: str, history: "HistoryStore") -> tupl
             existing += 1
         except BackupNotFound:
             added += 1
-        history.upsert_from_manifest(manifest, **uris)
+        history.upsert_from_manifest(manifest, **uris, **({} if retention_days is None else {"retention_days": retention_days}))
     return added, existing

@@ -184,7 +184,7 @@ def pick_backup(context: dg.OpExecutionContext, config: DrillConfig, backup_sett
         _retry(context, config, f"target {target.name}", reason)
         raise dg.Failure(description=f"drill of {target.name} could not run: {reason}",
                          metadata={DRILL_ERROR_KEY: reason}, allow_retries=False) from None
-    record = history.upsert_from_manifest(manifest, **uris)
+    record = history.upsert_from_manifest(manifest, **uris, retention_days=target.retention_days)
     context.log.info(f"Drilling backup {record.id} of {target.name} ({storage.uri(key)})")
     yield dg.Output(StoredBackup(backup_id=record.id, target=replace(target, storage_url=base), manifest_key=key,
                                  encrypted=is_encrypted(manifest)))
