@@ -139,3 +139,16 @@ def test_freshness_and_drill_checks(configure, backup_env, source_dsn, dagster_i
                           "drill_fresh": False, "row_counts_plausible": True}
     assert run_backup("shop")[0].success
     assert all(evaluate().values())
+
+
+def test_drill_fresh_expects_no_drill_of_a_target_with_drills_off(configure, backup_env, source_dsn, dagster_instance):
+    configure({"ledger": {"dsn_env": "LEDGER_URL", "drill": False}}, {"LEDGER_URL": source_dsn})
+    assert run_backup("ledger")[0].success
+    job = dg.define_asset_job("checks", selection=dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey(["backups", "ledger"]), "drill_fresh")))
+    checks_job = dg.Definitions(
+        assets=[dg.AssetSpec(["backups", "ledger"])], asset_checks=[build_checks("ledger")], jobs=[job],
+        resources={"backup_settings": BackupSettings()},
+    ).resolve_job_def("checks")
+    [evaluation] = checks_job.execute_in_process(instance=dagster_instance).get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["limit"].value == "none: the target has drill: false"

@@ -30,13 +30,16 @@ def _age(ts: datetime | None) -> str:
     return "never" if ts is None else f"{(datetime.now(UTC) - ts).total_seconds() / 3600:.1f} hours ago"
 
 
-def drill_fresh_result(target: str, history) -> dg.AssetCheckResult:
+def drill_fresh_result(target: str, history, drills: bool = True) -> dg.AssetCheckResult:
+    """Passed when a drill passed within DRILL_MAX_AGE; a target with `drill: false` expects none, so it passes."""
     drill = history.latest_verified(target)
     drill_at = drill.drilled_at if drill else None
+    fresh = bool(drill_at and datetime.now(UTC) - drill_at <= DRILL_MAX_AGE)
     return dg.AssetCheckResult(
-        asset_key=dg.AssetKey(["backups", target]), check_name=DRILL_FRESH,
-        passed=bool(drill_at and datetime.now(UTC) - drill_at <= DRILL_MAX_AGE),
-        metadata={"last_passing_drill": _age(drill_at), "limit": days(DRILL_MAX_AGE)}, severity=dg.AssetCheckSeverity.ERROR,
+        asset_key=dg.AssetKey(["backups", target]), check_name=DRILL_FRESH, passed=fresh or not drills,
+        metadata={"last_passing_drill": _age(drill_at),
+                  "limit": days(DRILL_MAX_AGE) if drills else "none: the target has drill: false"},
+        severity=dg.AssetCheckSeverity.ERROR,
     )
 
 
@@ -64,7 +67,7 @@ def build_checks(target: str) -> dg.AssetChecksDefinition:
     def _checks(context: dg.AssetCheckExecutionContext, backup_settings: BackupSettings):
         settings = backup_settings.load()
         history = backup_settings.history(settings)
-        results = [*drill_results(target, history), drill_fresh_result(target, history),
+        results = [*drill_results(target, history), drill_fresh_result(target, history, settings.target(target).drill),
                    tripwire_check_result(settings.target(target), history)]
         yield from (r for r in results if r.check_name in {k.name for k in context.selected_asset_check_keys})
 
