@@ -23,7 +23,7 @@ demo: $(STAMP)
 	@echo "backup-pipeline is installed in $(BIN): run '. $(BIN)/activate' to put it on PATH, or call $(BIN)/backup-pipeline"
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # ruff and mypy as configured in pyproject.toml; `make test` runs them first.
 lint: $(STAMP)
