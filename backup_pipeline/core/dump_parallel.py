@@ -79,6 +79,15 @@ def pg_dump_compression(tools: PgTools, codec: str, level: int) -> tuple[str, st
     return "1", "gzip", 1
 
 
+def gzip_fallback_warning(tools: PgTools, asked: str, codec: str) -> str | None:
+    """What the manifest should say when zstd was asked for but this pg_dump can only gzip."""
+    if asked != "zstd" or codec != "gzip":
+        return None
+    return (f"pg_dump {tools.version} ({tools.bin_dir}) cannot compress with zstd or lz4, so dump_jobs compressed "
+            "each file with gzip level 1 (several times zstd's CPU): use PostgreSQL >= 16 client tools built with "
+            "zstd (e.g. PGDG's postgresql-client), or dump_jobs: 1")
+
+
 def _die_with_parent_and_own_group():
     """preexec_fn: a process group of its own (so its workers can be killed with it) and SIGKILL when we die."""
     parent = os.getpid()
@@ -158,6 +167,8 @@ def dump_directory(
                         stderr_file.seek(0)
                         raise _pg_dump_error(conn, tools, returncode, stderr_file.read().decode(errors="replace"))
                     row_counts, warnings, inventory = facts_of(counting, conn)
+                    if note := gzip_fallback_warning(tools, names.codec, codec):
+                        warnings.append(note)
         # The snapshot is released: pg_dump is done. Now the directory streams into storage as one tar.
         members = tar_members(out_dir)
         tar_size = sum(BLOCK + _padded(size) for _, size in members) + 2 * BLOCK
