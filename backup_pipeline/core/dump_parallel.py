@@ -147,7 +147,7 @@ def dump_directory(
             with tempfile.TemporaryFile() as stderr_file:
                 proc = subprocess.Popen(
                     [tools.path("pg_dump"), "--format=directory", f"--jobs={jobs}", f"--compress={compress}",
-                     f"--snapshot={snap.snapshot_id}", "--no-password",
+                     f"--snapshot={snap.snapshot_id}", "--no-password", "--no-sync",  # the stored tar is the copy that lasts
                      f"--lock-wait-timeout={int(lock_wait_timeout_s) * 1000}", f"--file={out_dir}",
                      f"--dbname={psycopg.conninfo.make_conninfo(dbname=conn.dbname)}"],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_file,
