@@ -1,7 +1,9 @@
 """The Dagster UI in a real browser: headless chromium against a real dagster-webserver on 127.0.0.1.
 
 What a person sees after a verified backup: the asset page says verified and
-shows the row counts, and lists the daily schedule; the backup job's launchpad
+shows the row counts, and its description links to the daily schedule and to the
+launchpad that makes it (an op job's asset has no Materialize button or
+automations in Dagster: see defs/backup/assets.py); the backup job's launchpad
 offers the targets as a partition picker and opens without a config error.
 Screenshots are left in the test's folder (and in $BACKUP_PIPELINE_UI_SHOTS if set).
 """
@@ -27,6 +29,8 @@ pytestmark = [
 
 CLICK = ("(() => {{ const el = [...document.querySelectorAll('a,button')].find(e => e.textContent.trim() === {!r});"
          " if (el) {{ el.click(); return true }} return false }})()")
+LINK = ("(() => {{ const el = [...document.querySelectorAll('a')].find(e => e.textContent.trim() === {!r});"
+        " return el ? el.getAttribute('href') : null }})()")
 OPEN_PARTITIONS = ("(() => { const i = document.querySelector('input[placeholder=\"Partition\"]');"
                    " if (!i) return false; i.focus(); i.click(); return true })()")
 
@@ -71,8 +75,11 @@ def test_asset_page_and_launchpad_in_a_browser(configure, backup_env, source_dsn
                                 "Fails if more than 26 hours since last materialization", seconds=60)
         _shot(browser, tmp_path, "asset_backups_shop")
         assert "pending" not in page and "Unexpected GraphQL error" not in page
+        assert "daily_backup_shop (0 2 * * * UTC)" in page  # the schedule, in the definition's metadata
+        assert browser.evaluate(LINK.format("daily_backup_shop")) == "/locations/backup_pipeline/schedules/daily_backup_shop"
+        assert browser.evaluate(LINK.format("launch it")) == "/locations/backup_pipeline/jobs/backup/playground"
 
-        browser.open(f"{url}/locations/backup_pipeline/jobs/backup/playground")
+        assert browser.evaluate(CLICK.format("launch it")), "no launch link in the asset's description"
         page = browser.wait_for("Partition", "No errors", "No missing config", "Launch Run", seconds=60)
         assert "Missing required config entry" not in page
         assert "crm" not in page

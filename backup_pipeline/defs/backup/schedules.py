@@ -11,9 +11,13 @@ from backup_pipeline.defs.backup.jobs import backup_job_for
 from backup_pipeline.defs.partitions import configured_targets
 
 
+def schedule_name(target: str) -> str:
+    return f"daily_backup_{target.replace('-', '_')}"
+
+
 def daily_schedule(target: str, cron: str, job: dg.JobDefinition) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name=f"daily_backup_{target.replace('-', '_')}",
+        name=schedule_name(target),
         cron_schedule=cron,
         execution_timezone="UTC",
         job=job,
