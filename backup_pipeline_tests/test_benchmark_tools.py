@@ -135,6 +135,8 @@ def test_samplers_see_a_childs_memory_and_a_directorys_peak(tmp_path):
     dirs.stop()
     assert max(v for n, v in tree.peaks.items() if n.startswith("python")) >= 60 * 1024 * 1024
     assert tree.tree_peak >= 60 * 1024 * 1024
+    assert 55 * 1024 * 1024 <= tree.pss_peak <= tree.tree_peak  # PSS: shared pages counted once
+    assert tree.peak_without == tree.tree_peak  # no PostgreSQL server in this tree
     assert tree.first_start["sleep"] < min(t for n, t in tree.first_start.items() if n.startswith("python"))
     assert dirs.peak == 3_000_000
     assert list(tmp_path.iterdir()) == []

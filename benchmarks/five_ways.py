@@ -22,6 +22,11 @@ Each way runs as one process tree, sampled every 50 ms (proc_sampler.py): peak
 RSS is the largest sum of per-process peaks (VmHWM) at one moment; for (e) it
 includes the drill's PostgreSQL server processes, for (d) not the second
 server's (it is not in the tree; the seed's backup project runs elsewhere).
+That sum counts shared memory (the drill server's shared buffers) once per
+process, so peak PSS (shared pages divided among their sharers, from
+smaps_rollup at each poll) is shown too, and the memory target (< 200 MB) is
+checked on (c) and on (e) without the drill server's processes: ours must stay
+bounded at any size, PostgreSQL's is what its settings give it.
 CPU seconds (user + system of the whole tree, from wait4, plus what the two
 servers spent meanwhile) are shown too: on a busy machine they vary much less
 than wall time. For (c) and (e) BACKUP_STAGE_DIR is sampled for its peak
@@ -85,6 +90,7 @@ TITLES = {
     "e": "(e) backup-pipeline (with drill)",
 }
 TARGETS = {"c_over_a": 1.2, "b_over_c": 2.0, "e_over_d": 1.0}
+RSS_LIMIT = 200 * 1024 * 1024
 BUCKET = "bench"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret-key", "AWS_REGION": "us-east-1"}
 CLI_TARGET = {"c": "bench_nodrill", "e": "bench_drill"}
@@ -115,6 +121,8 @@ class Sample:
     seconds: float
     tree_peak: int
     peaks: dict[str, int]
+    pss_peak: int | None = None  # shared memory counted once
+    peak_without_servers: int | None = None  # tree_peak without PostgreSQL server processes (the drill's)
     stage_peak: int | None = None
     size: int | None = None
     in_run: float | None = None
@@ -185,7 +193,8 @@ def run_sampled(cmd: list[str], env: dict[str, str], what: str, *, stage: Path |
     if returncode != 0:
         tail = " ".join(line for line in stderr_text.splitlines() if not line.startswith("import time:"))[-1500:]
         raise MeasurementError(f"{what} exited with {returncode}: {tail}")
-    sample = Sample(seconds, tree.tree_peak, dict(tree.peaks), dirs.peak if dirs else None,
+    sample = Sample(seconds, tree.tree_peak, dict(tree.peaks), tree.pss_peak, tree.peak_without,
+                    dirs.peak if dirs else None,
                     to_pg_dump=tree.first_start.get("pg_dump"), starts=dict(tree.first_start),
                     cpu=usage.ru_utime + usage.ru_stime)
     return sample, stdout_text, stderr_text
@@ -361,12 +370,13 @@ def _secs(value: float | None) -> str:
 
 
 def print_ways(b: Bench) -> None:
-    header = ("way", "best s", "median s", "in-run s", "CPU s", "peak RSS", "stage peak", "stored")
+    header = ("way", "best s", "median s", "in-run s", "CPU s", "peak RSS", "peak PSS", "stage peak", "stored")
     lines = [header]
     for way in WAYS:
         s = b.samples[way]
         lines.append((TITLES[way], _secs(best(s)) if s else "ERROR", _secs(median(s)), _secs(best(s, "in_run")),
-                      _secs(best(s, "cpu")), mb(peak(s, "tree_peak")), mb(peak(s, "stage_peak")), mb(peak(s, "size"))))
+                      _secs(best(s, "cpu")), mb(peak(s, "tree_peak")), mb(peak(s, "pss_peak")),
+                      mb(peak(s, "stage_peak")), mb(peak(s, "size"))))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     print()
     for n, line in enumerate(lines):
@@ -403,6 +413,12 @@ def ratio_rows(b: Bench) -> tuple[list[Row], bool]:
         median_value = ratio_of(median(s[top]), median(s[bottom]))
         rows.append((f"({top})/({bottom}) best (median {fmt_ratio(median_value)})", fmt_ratio(value),
                      f"{'>=' if key == 'b_over_c' else '<='} {target}", verdict(ok)))
+    # Memory: ours must stay bounded whatever the size; the drill's server is PostgreSQL's (shared_buffers etc.).
+    for way, attr, label in (("c", "tree_peak", "peak RSS"), ("e", "peak_without_servers", "peak RSS without drill server")):
+        value = peak(s[way], attr)
+        ok = None if value is None else value < RSS_LIMIT
+        passed = passed and ok is not False
+        rows.append((f"({way}) {label}", mb(value), f"< {mb(RSS_LIMIT)}", verdict(ok)))
     for top, bottom in (("c", "a"), ("e", "d")):
         rows.append((f"({top}) in-run / ({bottom}) (info)", fmt_ratio(ratio_of(best(s[top], "in_run"), best(s[bottom]))),
                      "", ""))

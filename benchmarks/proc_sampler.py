@@ -22,6 +22,18 @@ import psutil
 POLL_SECONDS = 0.05
 
 
+def pss(pid: int) -> int | None:
+    """Proportional set size of a live process (shared pages divided among their sharers), in bytes."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def vm_hwm(pid: int) -> int | None:
     """Peak resident set size of a live process (VmHWM), in bytes."""
     try:
@@ -59,11 +71,17 @@ class TreeSampler(_Poller):
     `tree_peak`: the largest sum of per-process peaks at one poll. `peaks`: the
     same per executable name ("python", "pg_dump", "postgres", ...).
     `first_start[name]`: seconds from the root's start to the creation (fork)
-    of the first process seen under that name.
+    of the first process seen under that name. `pss_peak`: the largest sum of
+    PSS at one poll, which counts shared memory (a server's shared buffers)
+    once; `peak_without`: tree_peak over the processes not named in `without`
+    (e.g. the drill's throwaway PostgreSQL).
     """
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, without: tuple[str, ...] = ("postgres",)):
         super().__init__("tree-sampler")
+        self.without = without
+        self.pss_peak = 0
+        self.peak_without = 0
         self.root = psutil.Process(pid)
         self._root_started = self.root.create_time()
         self._own_peak: dict[int, int] = {}
@@ -76,7 +94,7 @@ class TreeSampler(_Poller):
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
             return
-        total = 0
+        total = total_pss = total_without = 0
         by_name: dict[str, int] = {}
         for proc in procs:
             try:
@@ -89,8 +107,12 @@ class TreeSampler(_Poller):
             peak = max(self._own_peak.get(proc.pid, 0), rss, vm_hwm(proc.pid) or 0)
             self._own_peak[proc.pid] = peak
             total += peak
+            total_pss += pss(proc.pid) or 0
+            total_without += 0 if name in self.without else peak
             by_name[name] = by_name.get(name, 0) + peak
         self.tree_peak = max(self.tree_peak, total)
+        self.pss_peak = max(self.pss_peak, total_pss)
+        self.peak_without = max(self.peak_without, total_without)
         for name, value in by_name.items():
             self.peaks[name] = max(self.peaks.get(name, 0), value)
 
