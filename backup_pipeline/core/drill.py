@@ -32,8 +32,9 @@ import psycopg
 
 from .backup import read_globals, read_manifest
 from .dump import server_version, tools_for
+from .encryption import identities_for, is_encrypted
 from .ephemeral import RESTORE_SETTINGS, EphemeralPostgres
-from .fetch import download_plain
+from .fetch import download_plain, is_directory_format, stream_plain
 from .errors import ConfigError, ConnectionFailed, DrillError, PgToolError, StorageError, VerifyError
 from .pgconn import PgConn
 from .restore import create_missing_roles
@@ -64,6 +65,7 @@ class DrillResult:
     restore_seconds: float | None = None
     restored_bytes: int | None = None
     read_from_copy: str | None = None  # why and which second copy was read, when the primary failed
+    streamed: bool = False  # the stage had no room for the dump: it streamed into a serial pg_restore
 
     @property
     def row_counts_match(self) -> bool:
@@ -82,7 +84,8 @@ class DrillResult:
         if self.passed:
             skipped = f"; skipped extensions: {', '.join(self.skipped_extensions)}" if self.skipped_extensions else ""
             copy = f"; {self.read_from_copy}" if self.read_from_copy else ""
-            return f"restored and matched the manifest in {self.restore_seconds:.1f}s{skipped}{copy}"
+            streamed = "; streamed into a serial pg_restore (no room on the stage for the dump)" if self.streamed else ""
+            return f"restored and matched the manifest in {self.restore_seconds:.1f}s{skipped}{copy}{streamed}"
         return "; ".join(self.reasons + ([self.read_from_copy] if self.read_from_copy else [])) or "drill failed"
 
     def to_detail(self) -> dict:
@@ -100,6 +103,7 @@ class DrillResult:
             "restore_seconds": self.restore_seconds,
             "restored_bytes": self.restored_bytes,
             "read_from_copy": self.read_from_copy,
+            "streamed": self.streamed,
         }
 
 
@@ -193,6 +197,9 @@ def _drill_in(storage, manifest, stage_dir: Path, work: Path, assertion_files, s
               result: DrillResult) -> None:
     plain = work / "plain.dump"
     source_major = int(manifest["server_version"].split(".")[0])
+    # No room for the archive's decompressed dump (which parallel pg_restore needs as a file): stream it
+    # straight into a serial pg_restore instead, so a big database still drills on a small stage.
+    result.streamed = not is_directory_format(manifest) and _free_bytes(stage_dir) < _needed_bytes(manifest)
     # The archive downloads (checked, decrypted, decompressed on the same pass) while the server starts;
     # the server starts here, in the caller's long-lived thread, because PDEATHSIG follows the starting thread.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drill-download") as pool:
@@ -218,9 +225,12 @@ def _drill_in(storage, manifest, stage_dir: Path, work: Path, assertion_files, s
         return
     try:
         with _on_stage(stage_dir, manifest):
-            _restore_and_check(server, manifest, plain, globals_sql, assertion_files, jobs, result)
+            source = _Streamed(storage, manifest, plain) if result.streamed else plain
+            _restore_and_check(server, manifest, source, globals_sql, assertion_files, jobs, result)
     except (PgToolError, ConnectionFailed, psycopg.OperationalError) as exc:
         raise DrillError(f"the drill server stopped answering during the drill: {_one_line(exc)}") from None
+    except StorageError as exc:
+        raise DrillError(f"could not download backup {result.backup_id}: {exc}") from None
     finally:
         server.stop()
     if any(_NO_SPACE in e for e in result.restore_errors):
@@ -235,9 +245,14 @@ _VERDICT = object()  # _fetch's answer when the backup already failed its drill
 def _fetch(storage, manifest, stage_dir: Path, plain: Path, result: DrillResult):
     """Download the archive as the plain dump and read the roles file; _VERDICT if that failed the backup."""
     with _on_stage(stage_dir, manifest):
-        _check_space(stage_dir, manifest)
+        if not result.streamed:
+            _check_space(stage_dir, manifest)
         try:
-            download_plain(storage, manifest, plain)
+            if result.streamed:
+                if is_encrypted(manifest):
+                    identities_for(manifest)  # IdentityMissing now, as the download would raise it
+            else:
+                download_plain(storage, manifest, plain)
             return read_globals(storage, manifest)
         except VerifyError as exc:
             result.reasons.append(str(exc))
@@ -324,7 +339,61 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:500]
 
 
-def _restore_and_check(server, manifest, plain: Path, globals_sql, assertion_files, jobs: int, result: DrillResult) -> None:
+@dataclass
+class _Streamed:
+    """The archive as a stream from storage, for a stage with no room for it (list_path: the restore list)."""
+
+    storage: Storage
+    manifest: dict
+    plain: Path
+
+    @property
+    def list_path(self) -> Path:
+        return self.plain.with_suffix(".list")
+
+
+@dataclass
+class _Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+    damaged: str | None = None  # the VerifyError of a streamed archive that did not match its manifest
+
+
+def _pg_restore(args: list[str], source: "Path | _Streamed", env: dict) -> _Ran:
+    """Run pg_restore on the dump file, or on the archive streamed into its stdin from storage.
+
+    A streamed archive whose stored bytes turn out damaged is reported in `damaged`; a reader that stops
+    early (-l reads the table of contents only) is no error.
+    """
+    if not isinstance(source, _Streamed):
+        done = subprocess.run([*args, str(source)], capture_output=True, text=True, env=env)
+        return _Ran(done.returncode, done.stdout, done.stderr)
+    damaged = None
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env)
+        try:
+            try:
+                stream_plain(source.storage, source.manifest, proc.stdin)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # pg_restore stopped reading: it says why (or -l is done)
+            except VerifyError as exc:  # pg_restore got all it could read; say why it ended there
+                damaged = str(exc)
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return _Ran(proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"), damaged)
+
+
+def _restore_and_check(server, manifest, source: "Path | _Streamed", globals_sql, assertion_files, jobs: int,
+                       result: DrillResult) -> None:
     result.server_version = server.version
     dsn = server.create_database("drill")
     conn = PgConn.parse(dsn)
@@ -340,21 +409,24 @@ def _restore_and_check(server, manifest, plain: Path, globals_sql, assertion_fil
     tools = tools_for(conn, max(int(version.split(".")[0]), int(manifest["pg_dump_version"].split(".")[0])), None,
                       purpose="restore into")
     env = conn.subprocess_env()
-    toc = subprocess.run([tools.path("pg_restore"), "-l", str(plain)], capture_output=True, text=True, env=env)
+    toc = _pg_restore([tools.path("pg_restore"), "-l"], source, env)
     if toc.returncode != 0:
-        result.reasons.append(f"pg_restore cannot read the archive: {toc.stderr.strip()[-500:]}")
+        result.reasons.append(toc.damaged or f"pg_restore cannot read the archive: {toc.stderr.strip()[-500:]}")
         return
-    list_file = plain.with_suffix(".list")
+    list_file = source.list_path if isinstance(source, _Streamed) else source.with_suffix(".list")
     list_file.write_text(filter_toc(toc.stdout, set(skipped), skipped_tables))
     started = time.monotonic()
-    proc = subprocess.run(
-        [tools.path("pg_restore"), "--no-password", f"--jobs={max(jobs, 1)}", f"--use-list={list_file}",
-         f"--dbname={psycopg.conninfo.make_conninfo(dbname='drill')}", str(plain)],
-        capture_output=True, text=True, env=env,
+    proc = _pg_restore(
+        [tools.path("pg_restore"), "--no-password", f"--jobs={1 if isinstance(source, _Streamed) else max(jobs, 1)}",
+         f"--use-list={list_file}", f"--dbname={psycopg.conninfo.make_conninfo(dbname='drill')}"],
+        source, env,
     )
     result.restore_seconds = time.monotonic() - started
     result.restore_errors = restore_errors(proc.stderr)
     result.restorable = proc.returncode == 0 and not result.restore_errors
+    if proc.damaged:  # the stored bytes did not match the manifest: the copy restored is no evidence
+        result.restorable = False
+        result.reasons.append(proc.damaged)
     if not result.restorable:
         result.reasons.append(
             f"pg_restore reported {len(result.restore_errors) or 'an'} error(s): "

@@ -94,6 +94,41 @@ def _unpacking_into(manifest: dict, tmp: Path) -> Iterator["_Unpacking | Untar"]
             out.flush()
 
 
+def stream_plain(storage: Storage, manifest: dict, out: BinaryIO) -> None:
+    """Write a custom-format backup's decrypted, decompressed pg_dump archive into out (e.g. pg_restore's stdin),
+    then check the stored bytes against the manifest: VerifyError if they differ, after out has had them all.
+
+    For drills on a stage too small to hold the dump (core/drill.py): nothing touches the disk. A reader that
+    stops early (pg_restore -l has read the table of contents) surfaces as BrokenPipeError.
+    """
+    if is_directory_format(manifest):
+        raise ValueError("a directory-format backup cannot be streamed: pg_restore needs its files")
+    key = manifest["archive"]["key"]
+    identities = identities_for(manifest) if is_encrypted(manifest) else None
+    with storage.open_read(key) as stream:
+        _pump(stream, _Unpacking(out, manifest["compression"]["codec"]), identities, storage.uri(key), manifest["archive"])
+
+
+def _pump(stream: BinaryIO, sink, identities, uri: str, expected: dict) -> None:
+    """Hash the stored bytes as they pass, decrypt and unpack them into sink, then check them against the manifest."""
+    source = _Hashing(stream)
+    try:
+        if identities is not None:
+            decrypt_stream(source, sink, identities, uri)
+        else:
+            for chunk in iter_chunks(source, CHUNK):
+                sink.write(chunk)
+        sink.close()
+    except VerifyError:
+        for _ in iter_chunks(source, CHUNK):  # the checksum tells damaged from replaced or truncated
+            pass
+        check_digest(uri, source.sha256.hexdigest(), source.size, expected)
+        raise
+    for _ in iter_chunks(source, CHUNK):
+        pass
+    check_digest(uri, source.sha256.hexdigest(), source.size, expected)
+
+
 def _download_plain(storage: Storage, manifest: dict, dest: Path) -> None:
     key, expected = manifest["archive"]["key"], manifest["archive"]
     uri = storage.uri(key)
@@ -101,22 +136,7 @@ def _download_plain(storage: Storage, manifest: dict, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".partial")
     try:
         with storage.open_read(key) as stream, _unpacking_into(manifest, tmp) as sink:
-            source = _Hashing(stream)
-            try:
-                if identities is not None:
-                    decrypt_stream(source, sink, identities, uri)
-                else:
-                    for chunk in iter_chunks(source, CHUNK):
-                        sink.write(chunk)
-                sink.close()
-            except VerifyError:
-                for _ in iter_chunks(source, CHUNK):  # the checksum tells damaged from replaced or truncated
-                    pass
-                check_digest(uri, source.sha256.hexdigest(), source.size, expected)
-                raise
-            for _ in iter_chunks(source, CHUNK):
-                pass
-            check_digest(uri, source.sha256.hexdigest(), source.size, expected)
+            _pump(stream, sink, identities, uri, expected)
         os.replace(tmp, dest)
     finally:
         if tmp.is_dir():

@@ -1,7 +1,7 @@
 """A drill that could not run, through Dagster: retried, recorded beside an unchanged verdict, alerted, kept.
 
 Faults are real: a TCP proxy in front of the moto S3 server cuts the drill's
-download; the drill stage is a 1 MiB tmpfs.
+download; the drill stage is a tmpfs with no inode left for the dump.
 """
 
 import subprocess
@@ -83,7 +83,9 @@ def test_a_weekly_drill_on_a_full_stage_records_a_drill_error_and_keeps_verified
     assert outcome.success, outcome.error
     stage = tmp_path / "tiny-stage"
     stage.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(stage)], check=True)
+    # Room for the run's lock and folders but no inode for the dump: a stage too small for the dump
+    # streams it instead (core/test_drill_errors.py), so the disk has to fill for real.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=5", "tmpfs", str(stage)], check=True)
     try:
         monkeypatch.setenv("BACKUP_STAGE_DIR", str(stage))
         result = _run(drill_job_for(()), {"ops": {"pick_backup": {"config": {"backup_id": record.id}},
