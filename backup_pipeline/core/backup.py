@@ -304,7 +304,12 @@ def finish_backup(storage: Storage, history: "HistoryStore", staged: StagedBacku
     published = publish(storage, staged.names, dump, manifest, lock=lock)
     pause_if_asked("after-publish")
     if check:
-        verify_checksum(storage, manifest)
+        try:
+            verify_checksum(storage, manifest)
+        except VerifyError:
+            # A manifest in storage means a complete backup whose objects match it: take it back.
+            storage.delete(staged.names.manifest)
+            raise
     record = history.complete(
         staged.backup_id, archive_uri=published.archive_uri, globals_uri=published.globals_uri,
         manifest_uri=published.manifest_uri, size_bytes=dump.archive_size, sha256=dump.archive_sha256,

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from backup_pipeline.core.archive import BackupNames
-from backup_pipeline.core.backup import split_backup_uri, take_backup
+from backup_pipeline.core.backup import dump_stage, finish_backup, split_backup_uri, start_backup, take_backup
 from backup_pipeline.core.config import Target
-from backup_pipeline.core.errors import StorageError
+from backup_pipeline.core.errors import StorageError, VerifyError
 from backup_pipeline.core.storage import open_storage
 from backup_pipeline_tests.defs.test_backup_job import run_backup
 from backup_pipeline_tests.fix_dagster import SOURCE_DSN_ENV
@@ -71,3 +71,19 @@ def test_take_backup_that_cannot_store_fails_its_row_and_leaves_no_manifest(back
     assert row.status == "failed" and "no-such-bucket-for-take-backup" in (row.error or "")
     assert row.manifest_uri is None
     assert not stage.exists()
+
+
+def test_a_stored_archive_that_does_not_match_takes_its_manifest_back(backup_env, source_dsn, tmp_path):
+    """The checked finish (take_backup's) reads the archive back; bytes damaged in storage leave no manifest."""
+    storage = open_storage(backup_env.local_storage_url)
+    target = Target(name="shop", dsn_env="", storage_url=backup_env.local_storage_url)
+    history = backup_env.history()
+    record = start_backup(history, target, backup_type="pre-restore")
+    staged = dump_stage(target, source_dsn, storage, record, backup_type="pre-restore", stage_dir=tmp_path / "stage")
+    data = bytearray(storage.get_bytes(staged.names.archive))
+    data[len(data) // 2] ^= 0xFF  # the stored archive is damaged between the upload and the read-back
+    storage.put_bytes(bytes(data), staged.names.archive)
+    with pytest.raises(VerifyError):
+        finish_backup(storage, history, staged, dagster_run_id=None, check=True)
+    assert not storage.exists(staged.names.manifest)
+    assert history.get(record.id).status == "running"  # the caller fails it (take_backup does)
