@@ -22,28 +22,26 @@ import psutil
 POLL_SECONDS = 0.05
 
 
-def pss(pid: int) -> int | None:
-    """Proportional set size of a live process (shared pages divided among their sharers), in bytes."""
+def _kib_field(path: str, key: str) -> int | None:
+    """The `key:` line of a /proc file that counts kB (status, smaps_rollup), in bytes."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         return None
     return None
+
+
+def pss(pid: int) -> int | None:
+    """Proportional set size of a live process (shared pages divided among their sharers), in bytes."""
+    return _kib_field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def vm_hwm(pid: int) -> int | None:
     """Peak resident set size of a live process (VmHWM), in bytes."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
+    return _kib_field(f"/proc/{pid}/status", "VmHWM:")
 
 
 class _Poller(threading.Thread):
