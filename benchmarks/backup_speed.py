@@ -77,6 +77,7 @@ from bench_common import (  # noqa: E402 - needs the sys.path entry above
     DBNAME, MB, MeasurementError, Row, attempt, clean_env, exit_status, fmt_ratio, fmt_seconds, log, machine_info,
     mb, pg_env, pgbench_database, pgbench_info, print_table, ratio_of, run_checked, timed, verdict
 )
+from proc_sampler import vm_hwm  # noqa: E402
 
 TARGET = "bench"
 ACCESS_KEY_ID = "bench"
@@ -195,18 +196,6 @@ def time_seeds_way(pg_dump: str, env: dict[str, str], work: Path, client: Any, b
 # ---------------------------------------------------------------- (c)
 
 
-def _vm_hwm(pid: int) -> int | None:
-    """Peak resident set size of a live process (VmHWM), in bytes."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
-
-
 class TreeSampler(threading.Thread):
     """Polls a process and its descendants for RSS.
 
@@ -255,7 +244,7 @@ class TreeSampler(threading.Thread):
                 continue
             total += rss
             # VmHWM catches peaks between two polls; it is per process, so it is summed per label only.
-            by_label.setdefault(label, []).append(max(rss, _vm_hwm(proc.pid) or 0))
+            by_label.setdefault(label, []).append(max(rss, vm_hwm(proc.pid) or 0))
         for label, values in by_label.items():
             self.peaks[label] = max(self.peaks.get(label, 0), sum(values))
             self.counts[label] = max(self.counts.get(label, 0), len(values))
@@ -290,6 +279,7 @@ def step_timings(home: Path, run_id: str) -> tuple[dict[str, float], tuple[float
     steps: dict[str, float] = {}
     metadata: dict[str, Any] = {}
     first = last = None
+    os.environ["DAGSTER_HOME"] = str(home)  # the instance's dagster.yaml reads its folders from it
     with DagsterInstance.from_config(str(home)) as instance:
         for entry in instance.all_logs(run_id):
             event = entry.dagster_event
