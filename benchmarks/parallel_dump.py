@@ -6,8 +6,9 @@ One run loads --tables (default 8) equally large application-shaped tables
 in interleaved rounds (the order rotates), all on 127.0.0.1:
 
   (a) bare `pg_dump -Fc -Z0 > /dev/null`: one stream, no compression, the floor of (c).
-  (b0) bare `pg_dump -Fd -j N --compress=0 -f dir`: parallelism alone, for comparison with (a).
-  (b) bare `pg_dump -Fd -j N --compress=<what dump_jobs picks> -f dir`: the floor of (d).
+  (b0) bare `pg_dump -Fd -j N --compress=0 --no-sync -f dir`: parallelism alone, for comparison with (a).
+  (b) bare `pg_dump -Fd -j N --compress=<what dump_jobs picks> --no-sync -f dir`: the floor of (d)
+      (dump_jobs passes --no-sync too: the stage copy is temporary, the stored tar is the one that lasts).
   (c) `backup-pipeline backup` (installed CLI, start-up included) with dump_jobs: 1, drill: false.
   (d) the same with dump_jobs: N, drill: false.
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             out = work / "bare-dir"
             try:
                 sample, _, _ = run_sampled([tools.path("pg_dump"), "-Fd", f"-j{args.jobs}", f"--compress={compress}",
-                                            "-f", str(out)], pg_env(server), "pg_dump -Fd -j", stage=out)
+                                            "--no-sync", "-f", str(out)], pg_env(server), "pg_dump -Fd -j", stage=out)
                 sample.size = dir_size(out)
                 return sample
             finally:
