@@ -5,9 +5,12 @@ The embedded wheel's PostgreSQL 18 (and 16) run as throwaway servers on
 production server of another major. Each test gets its own database.
 """
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from importlib.resources import files
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -75,3 +78,13 @@ def pg15_database() -> Iterator[str]:
                 conn.execute("DROP ROLE IF EXISTS shop_app, shop_readonly")
             except psycopg.Error:
                 pass
+
+
+@pytest.fixture
+def drill_tmp(monkeypatch) -> Iterator[Path]:
+    """A temp folder of this test's own for drill servers, so servers of tests running alongside do not count."""
+    path = Path(tempfile.mkdtemp(prefix="drill-tmp-", dir="/tmp"))
+    path.chmod(0o755)  # the servers run as nobody
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -8,12 +8,9 @@ nothing; a damaged or hostile tar is a verdict on the backup, not a crash.
 
 import io
 import json
-import shutil
-import tempfile
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,16 +33,6 @@ from backup_pipeline_tests.fix_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from backup_pipeline_tests.pgcheck import fingerprint
 
 TABLES = 10
-
-
-@pytest.fixture
-def drill_tmp(monkeypatch) -> Iterator[Path]:
-    """A temp folder of this test's own for drill servers (as core/conftest.py's)."""
-    path = Path(tempfile.mkdtemp(prefix="drill-tmp-", dir="/tmp"))
-    path.chmod(0o755)  # the servers run as nobody
-    monkeypatch.setattr(tempfile, "tempdir", str(path))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
