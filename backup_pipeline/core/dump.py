@@ -157,6 +157,14 @@ def facts_of(counting, conn: PgConn) -> tuple[dict[str, int], list[str], dict]:
         raise DumpError(f"counting rows of {conn.where} failed: {redact_text(str(exc), conn.secrets())}") from None
 
 
+def write_error(exc: OSError, partial: Path, conn: PgConn, stage_dir: Path) -> DumpError:
+    """The DumpError for an archive that could not be written: a full disk names the stage and the fix."""
+    if exc.errno == errno.ENOSPC:
+        return DumpError(f"disk full while writing {partial} (dump of {conn.where}): "
+                         f"free space in {stage_dir} or set stage_dir to a larger disk")
+    return DumpError(f"cannot write {partial}: {exc}")
+
+
 def _describe_exit(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -242,13 +250,8 @@ def dump_database(
                     pg.cancel_safe()
                     proc.wait()
                     partial.unlink(missing_ok=True)
-                    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                        raise DumpError(
-                            f"disk full while writing {partial} (dump of {conn.where}): "
-                            f"free space in {stage_dir} or set stage_dir to a larger disk"
-                        ) from None
                     if isinstance(exc, OSError):
-                        raise DumpError(f"cannot write {partial}: {exc}") from None
+                        raise write_error(exc, partial, conn, stage_dir) from None
                     raise
                 finally:
                     proc.stdout.close()

@@ -26,7 +26,6 @@ stage directory is removed on every exit path.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import os
 import re
@@ -44,7 +43,7 @@ from pathlib import Path
 import psycopg
 
 from .archive import CHUNK, BackupNames, HashingWriter, compress_stream
-from .dump import DumpResult, _pg_dump_error, _StageFile, dump_roles, exported_snapshot, facts_of, snapshot_facts
+from .dump import DumpResult, _pg_dump_error, _StageFile, dump_roles, exported_snapshot, facts_of, snapshot_facts, write_error
 from .errors import DumpError, VerifyError
 from .pgconn import PgConn
 from .pgtools import PgTools
@@ -182,10 +181,7 @@ def dump_directory(
                     out.flush()
                 archive_uri = out.commit() if storage is not None else None
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DumpError(f"disk full while writing {partial} (dump of {conn.where}): "
-                                f"free space in {stage_dir} or set stage_dir to a larger disk") from None
-            raise DumpError(f"cannot write {partial}: {exc}") from None
+            raise write_error(exc, partial, conn, stage_dir) from None
         if storage is None:
             os.replace(partial, archive_path)
     finally:
