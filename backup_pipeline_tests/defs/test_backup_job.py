@@ -159,9 +159,9 @@ def test_definitions_declare_an_asset_and_a_daily_schedule_per_target(backup_env
     with dg.build_schedule_context(repository_def=loaded.get_repository_def(),
                                    scheduled_execution_time=__import__("datetime").datetime(2026, 11, 25, 2, 0)) as ctx:
         [request] = schedule.evaluate_tick(ctx).run_requests
-    assert request.partition_key == "prod"
-    assert request.run_config["ops"]["dump"]["config"] == {"type": "daily"}
-    assert request.tags["backup_pipeline/target"] == "prod"
+    assert schedule.job_name == "backup_prod"  # the asset's job: the schedule is its automation
+    assert request.run_config == {"ops": {"backups__prod": {"config": {"type": "daily"}}}}
+    assert loaded.resolve_job_def("backup_prod").tags["backup_pipeline/target"] == "prod"
 
 
 def test_history_in_postgresql_mirrors_the_run(backup_env, dagster_instance, source_dsn, pg_history_url, monkeypatch):

@@ -13,6 +13,7 @@ import dagster as dg
 from backup_pipeline.core.alerts import Alert, run_url
 from backup_pipeline.resources import TARGET_TAG
 
+# Op names: in an asset run the steps are <graph node>.verify etc. (defs/backup/assets.py).
 VERIFICATION_STEPS = frozenset({"verify", "restore_drill"})
 # Failure metadata key the drill ops set when a drill could not run (no verdict on the backup).
 DRILL_ERROR_KEY = "drill_error"
@@ -73,7 +74,8 @@ def failed_run_alert(
     if step_failures and all(is_drill_error(event) for event in step_failures):
         kind = "drill_error"
     else:
-        kind = "verification_failed" if VERIFICATION_STEPS.intersection(steps) else "run_failed"
+        ops = {step.rsplit(".", 1)[-1] for step in steps}
+        kind = "verification_failed" if VERIFICATION_STEPS & ops else "run_failed"
     return Alert(
         kind=kind,
         target=run_target(run),

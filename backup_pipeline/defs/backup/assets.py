@@ -1,54 +1,103 @@
-"""One asset per configured target, `backups/<target>`, materialized by the backup job's verify step.
+"""One asset per configured target, `backups/<target>`: the backup chain as a graph-backed asset.
 
-The asset is declared (an AssetSpec), not computed: the `backup` op job, one
-run per target partition, is what makes it (its verify step logs the
-materialization after the drill, with the verdict and KPIs). Dagster 1.13 has
-no way to keep that and light up the asset page's "Materialize" button and
-Automations panel: both need a graph-backed asset; Materialize then launches
-the implicit `__ASSET_JOB` (never `backup`) with no backup_pipeline/target tag,
-so the run queue's one-run-per-target limit would not hold for it, and the
-steps and config would move under the graph's name (`backup_chain.verify`,
-ops.backup_chain.ops.dump.config) for alerts, the CLI and recovery. So the
-asset says how it is made instead: its description and metadata link to the
-`backup` launchpad (the target is the partition) and to its daily schedule.
+Its graph is the backup job's chain (dump -> upload -> restore_drill -> verify
+-> sync_standby) with the target bound by a config mapping, so the asset page's
+"Materialize" runs a real backup with no config to type, and the target's daily
+schedule (on the asset job `backup_<target>`) shows as its automation. verify
+reports the asset after the drill, with the verdict and KPIs, in every job shape
+(the partitioned `backup` job too); the graph's output is sync_standby's
+optional Nothing, never yielded, so no second, empty materialization follows.
+Runs launched from the asset page (Dagster's implicit `__ASSET_JOB`) get the
+target tag from the run queue (backup_pipeline/run_queue.py).
 Freshness is Dagster's FreshnessPolicy: a completed backup within BACKUP_MAX_AGE (core/freshness.py).
 """
 
 import dagster as dg
 
-from backup_pipeline.core.config import load_settings
+from backup_pipeline.core.config import Target, load_settings
 from backup_pipeline.core.freshness import BACKUP_MAX_AGE, hours
+from backup_pipeline.core.vocabulary import BACKUP_TYPES
 from backup_pipeline.defs.backup.jobs import BACKUP_JOB
-from backup_pipeline.defs.backup.schedules import schedule_name
+from backup_pipeline.defs.backup.ops import dump, upload
+from backup_pipeline.defs.drill.ops import restore_drill, verify
+from backup_pipeline.defs.standby.ops import sync_standby
+from backup_pipeline.resources import TARGET_TAG
 from backup_pipeline.runs import location_name
 
 
-def backup_spec(name: str, dsn_env: str, storage_url: str, schedule: str | None = None) -> dg.AssetSpec:
-    """`schedule` is the target's cron (UTC), None when it has no daily schedule."""
+def _safe(target: str) -> str:
+    return target.replace("-", "_")
+
+
+def asset_key(target: str) -> dg.AssetKey:
+    return dg.AssetKey(["backups", target])
+
+
+def node_name(target: str) -> str:
+    """The graph's node in asset runs: its steps are `<node>.dump`, `<node>.verify`, ..."""
+    return f"backups__{_safe(target)}"
+
+
+def asset_job_name(target: str) -> str:
+    return f"backup_{_safe(target)}"
+
+
+def schedule_name(target: str) -> str:
+    return f"daily_backup_{_safe(target)}"
+
+
+def asset_run_config(target: str, backup_type: str) -> dict:
+    """Run config of an asset run of `target`: only the backup type (the graph binds the target)."""
+    return {"ops": {node_name(target): {"config": {"type": backup_type}}}}
+
+
+def backup_asset(target: Target) -> dg.AssetsDefinition:
+    name = target.name
     location = f"/locations/{location_name()}"
-    launchpad = f"{location}/jobs/{BACKUP_JOB}/playground"
-    automation = (f"[{schedule_name(name)}]({location}/schedules/{schedule_name(name)}) (`{schedule}` UTC)"
-                  if schedule else "none (this target has no schedule)")
-    return dg.AssetSpec(
-        key=["backups", name],
-        group_name="backups",
-        description=f"Backups of target {name} (database URL from ${dsn_env}), made by the `{BACKUP_JOB}` job: "
-        f"[launch it]({launchpad}) for partition `{name}`. Daily schedule: {automation}. A completed backup is "
-        f"expected within {hours(BACKUP_MAX_AGE)}. The job's verify step reports this asset after the drill, "
-        "so Dagster lists it as external: no Materialize button and no automations here.",
-        metadata={
-            "storage": storage_url,
-            "dsn_env": dsn_env,
-            "launch": dg.MetadataValue.url(launchpad),
-            "schedule": f"{schedule_name(name)} ({schedule} UTC)" if schedule else "none",
-        },
-        kinds={"postgres"},
-        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=BACKUP_MAX_AGE),
+    automation = (f"the daily schedule [{schedule_name(name)}]({location}/schedules/{schedule_name(name)}) "
+                  f"(`{target.schedule}` UTC)" if target.schedule else "no schedule")
+
+    def bind(config: dict) -> dict:
+        return {"dump": {"config": {"target": name, "type": config["type"]}}}
+
+    @dg.graph(
+        name=node_name(name),
+        config=dg.ConfigMapping(
+            config_fn=bind,
+            config_schema={"type": dg.Field(dg.Enum("BackupType", [dg.EnumValue(t) for t in BACKUP_TYPES]),
+                                            default_value="manual", description="the backup's type")},
+        ),
+    )
+    def _backup():
+        staged = upload(dump())
+        return sync_standby(verify(staged, restore_drill(staged)))
+
+    description = (f"Backups of target {name} (database URL from ${target.dsn_env}): Materialize runs a backup "
+                   f"(dump, upload, restore drill, verify), as do {automation} and the `{BACKUP_JOB}` job's "
+                   f"partition `{name}`. A completed backup is expected within {hours(BACKUP_MAX_AGE)}.")
+    metadata = {
+        "storage": target.storage_url,
+        "dsn_env": target.dsn_env,
+        "schedule": f"{schedule_name(name)} ({target.schedule} UTC)" if target.schedule else "none",
+    }
+    policy = dg.FreshnessPolicy.time_window(fail_window=BACKUP_MAX_AGE)
+    return dg.AssetsDefinition.from_graph(
+        _backup, keys_by_output_name={"result": asset_key(name)}, group_name="backups",
+        descriptions_by_output_name={"result": description}, metadata_by_output_name={"result": metadata},
+    ).map_asset_specs(lambda spec: dg.apply_freshness_policy(spec.replace_attributes(kinds={"postgres"}), policy))
+
+
+def asset_job(target: Target):
+    """The target's asset job (what its schedule runs), tagged with the target for the run queue."""
+    return dg.define_asset_job(
+        asset_job_name(target.name),
+        selection=dg.AssetSelection.assets(asset_key(target.name)).without_checks(),
+        tags={TARGET_TAG: target.name},
+        description=f"Back up target {target.name}: materialize backups/{target.name}.",
     )
 
 
 @dg.definitions
 def backup_assets() -> dg.Definitions:
-    settings = load_settings()
-    return dg.Definitions(assets=[backup_spec(t.name, t.dsn_env, t.storage_url, t.schedule)
-                                  for t in settings.targets.values()])
+    targets = list(load_settings().targets.values())
+    return dg.Definitions(assets=[backup_asset(t) for t in targets], jobs=[asset_job(t) for t in targets])

@@ -1,39 +1,31 @@
 """A daily backup schedule per configured target (02:00 UTC unless the target says otherwise).
 
-Each launches the `backup` job for the target's partition, so its run is
-tagged with the target like any other.
+Each runs the target's asset job `backup_<target>` (defs/backup/assets.py), so
+the schedule is the asset's automation in the UI and its run is tagged with
+the target like any other.
 """
 
 import dagster as dg
 
-from backup_pipeline.core.config import load_settings
-from backup_pipeline.defs.backup.jobs import backup_job_for
-from backup_pipeline.defs.partitions import configured_targets
+from backup_pipeline.core.config import Target, load_settings
+from backup_pipeline.defs.backup.assets import asset_job_name, asset_run_config, schedule_name
 
 
-def schedule_name(target: str) -> str:
-    return f"daily_backup_{target.replace('-', '_')}"
-
-
-def daily_schedule(target: str, cron: str, job: dg.JobDefinition) -> dg.ScheduleDefinition:
+def daily_schedule(target: Target) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name=schedule_name(target),
-        cron_schedule=cron,
+        name=schedule_name(target.name),
+        cron_schedule=target.schedule,
         execution_timezone="UTC",
-        job=job,
+        job_name=asset_job_name(target.name),  # defined beside the asset
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Daily backup of {target}",
+        description=f"Daily backup of {target.name}",
     )
     def _daily(_context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return dg.RunRequest(partition_key=target, run_config={"ops": {"dump": {"config": {"type": "daily"}}}})
+        return dg.RunRequest(run_config=asset_run_config(target.name, "daily"))
 
     return _daily
 
 
 @dg.definitions
 def backup_schedules() -> dg.Definitions:
-    settings = load_settings()
-    job = backup_job_for(configured_targets())
-    return dg.Definitions(
-        schedules=[daily_schedule(t.name, t.schedule, job) for t in settings.targets.values() if t.schedule]
-    )
+    return dg.Definitions(schedules=[daily_schedule(t) for t in load_settings().targets.values() if t.schedule])

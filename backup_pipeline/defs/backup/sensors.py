@@ -2,14 +2,15 @@
 
 When a run worker is killed (OOM, node loss, cancel), no op is left to mark
 its history row. This sensor marks any still-`running` row of a failed or
-canceled backup run as `failed`, so history never shows a ghost in progress.
+canceled run as `failed`, so history never shows a ghost in progress. It
+watches every job of the code location: backups run as the `backup` job, as a
+target's asset job (`backup_<target>`, its schedule) and as `__ASSET_JOB`
+(Materialize), and a restore's safety backup has a row too.
 """
 
 import dagster as dg
 
 from backup_pipeline.core.history import RUNNING
-from backup_pipeline.defs.backup.jobs import backup_job_for
-from backup_pipeline.defs.partitions import configured_targets
 from backup_pipeline.resources import TARGET_TAG, BackupSettings
 
 
@@ -33,13 +34,8 @@ def _record_failure(context: dg.RunFailureSensorContext, backup_settings: Backup
         context.log.info(f"Marked backup {backup_id} failed: {reason}")
 
 
-@dg.definitions
-def backup_sensors() -> dg.Definitions:
-    # Built here, not at import: the monitored job is partitioned by the targets configured at load time.
-    recorder = dg.run_failure_sensor(
-        name="backup_run_failure_recorder",
-        monitored_jobs=[backup_job_for(configured_targets())],
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Marks history rows of backup runs that died mid-way as failed.",
-    )(_record_failure)
-    return dg.Definitions(sensors=[recorder])
+backup_run_failure_recorder = dg.run_failure_sensor(
+    name="backup_run_failure_recorder",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks history rows of runs that died mid-way as failed.",
+)(_record_failure)

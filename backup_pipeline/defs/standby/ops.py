@@ -1,4 +1,12 @@
-"""Keeping a target's standby database one verified backup behind production."""
+"""Keeping a target's standby database one verified backup behind production.
+
+sync_standby is the last step of the backup chain, so in the graph behind the
+asset backups/<target> its output is the asset's: an optional Nothing output it
+never yields, because verify already reported the asset (with its verdict and
+KPIs) and Dagster must not log a second, empty materialization.
+"""
+
+from collections.abc import Iterator
 
 import dagster as dg
 
@@ -9,8 +17,10 @@ from backup_pipeline.defs.failures import user_message
 from backup_pipeline.resources import BackupSettings
 
 
-@dg.op(description="Replace the standby database's contents with this verified backup and check its row counts.")
-def sync_standby(context: dg.OpExecutionContext, staged: StoredBackup, backup_settings: BackupSettings) -> None:
+@dg.op(description="Replace the standby database's contents with this verified backup and check its row counts.",
+       out=dg.Out(dg.Nothing, is_required=False, description="never yielded: verify reports the asset"))
+def sync_standby(context: dg.OpExecutionContext, staged: StoredBackup, backup_settings: BackupSettings) -> Iterator[None]:
+    yield from ()  # a generator op: returning would yield the output, and a second materialization of the asset
     if not staged.target.standby_dsn_env:
         return
     settings = backup_settings.load()
