@@ -16,6 +16,7 @@ def test_dagster_yaml_limits_runs_to_one_per_target(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with dg.DagsterInstance.get() as instance:
         queue = instance.get_concurrency_config().run_queue_config
+        assert type(instance.run_coordinator).__name__ == "TargetQueuedRunCoordinator"  # tags asset-page runs
     assert queue.tag_concurrency_limits == [
         {"key": "backup_pipeline/target", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
     ]

@@ -2,7 +2,7 @@
 
 Both run the backup chain for real and must record the same facts as the
 `backup` job: one history row, verified after the drill, one materialization
-(verify's, with the verdict) and no second, empty one; the run queue tags an
+with the verdict (the graph's output), then the asset's checks; the run queue tags an
 asset-page run with its target and refuses one that backs up several targets.
 """
 
@@ -42,8 +42,10 @@ def test_materialize_and_the_scheduled_asset_job_run_the_whole_backup_chain(
     assert result.success
     record = backup_env.history().find_by_run(result.run_id, "shop")
     assert (record.type, record.status, record.verification_status) == ("manual", "completed", "verified")
-    [materialized] = _materializations(result)  # verify's; the graph's own output is never yielded
-    assert materialized.step_key == f"{node_name('shop')}.verify"
+    [materialized] = _materializations(result)  # the graph's output, after the verdict
+    assert materialized.step_key == f"{node_name('shop')}.sync_standby"
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_SKIPPED"]  # the checks ran after it
+    assert {e.check_name for e in result.get_asset_check_evaluations() if e.passed} >= {"restorable", "drill_fresh"}
     meta = materialized.event_specific_data.materialization.metadata
     assert meta["verification_status"].value == "verified" and meta["backup_id"].value == record.id
     assert dagster_instance.get_latest_materialization_event(SHOP).run_id == result.run_id

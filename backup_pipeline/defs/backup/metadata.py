@@ -1,7 +1,10 @@
 """Asset metadata for `backups/<target>`, built from the history row so both say the same.
 
-The asset's event is logged by verify, after the verdict: the UI's latest
-materialization says verified/failed and carries KPIs that count this backup.
+The asset's event comes after the verdict, so the UI's latest materialization
+says verified/failed and carries KPIs that count this backup: verify logs it in
+the `backup` job; in a run of the asset itself (Materialize, its schedule) the
+graph's output is the materialization, so sync_standby, the chain's last step,
+yields that output with the same report (and verify logs only a failure).
 """
 
 import dagster as dg
@@ -50,14 +53,24 @@ def backup_metadata(record: BackupRecord) -> dict[str, object]:
     }
 
 
-def report_backup(context: dg.OpExecutionContext, history: HistoryStore, stored: StoredBackup) -> None:
-    """A materialization for a backup this run made; an observation (new verdict) for an older one drilled now."""
+def backup_report(history: HistoryStore, stored: StoredBackup) -> tuple[str, dict[str, object]]:
+    """The description and metadata of the asset event for a backup: its row, verdict and the target's KPIs."""
     record = history.get(stored.backup_id)
-    key = ["backups", stored.target.name]
-    description = f"{record.type} backup {record.id}: {record.verification_status}"
     metadata = {**backup_metadata(record), **kpi_metadata(history.kpis(stored.target.name))}
     if record.drill_error:
         metadata["drill_error"] = record.drill_error
+    return f"{record.type} backup {record.id}: {record.verification_status}", metadata
+
+
+def report_backup(context: dg.OpExecutionContext, history: HistoryStore, stored: StoredBackup) -> None:
+    """A materialization for a backup this run made; an observation (new verdict) for an older one drilled now."""
+    key = ["backups", stored.target.name]
+    description, metadata = backup_report(history, stored)
     event = (dg.AssetMaterialization(asset_key=key, description=description, metadata=metadata) if stored.new
              else dg.AssetObservation(asset_key=key, description=description, metadata=metadata))
     context.log_event(event)
+
+
+def reported_by_output(context: dg.OpExecutionContext) -> bool:
+    """True in a run of the asset backups/<target> itself, where the chain's last output is the materialization."""
+    return context.has_assets_def

@@ -24,7 +24,7 @@ from backup_pipeline.core.errors import (
 from backup_pipeline.core.encryption import NO_IDENTITY_REASON, has_identity, is_encrypted
 from backup_pipeline.core.history import CHECKSUM_OK, VERIFICATION_FAILED
 from backup_pipeline.defs.alerts.failed_run import DRILL_ERROR_KEY
-from backup_pipeline.defs.backup.metadata import report_backup
+from backup_pipeline.defs.backup.metadata import report_backup, reported_by_output
 from backup_pipeline.defs.drill.report import record_drill, record_drill_error
 from backup_pipeline.defs.failures import failing_as, user_message
 from backup_pipeline.defs.partitions import run_target
@@ -133,7 +133,8 @@ def verify(
         except Exception as exc:  # noqa: BLE001 - any failure to verify marks the backup unverified
             failure = user_message(exc)
             history.set_verification(staged.backup_id, VERIFICATION_FAILED, failure)
-    report_backup(context, history, staged)
+    if failure or not reported_by_output(context):  # else sync_standby's output, after this, is the materialization
+        report_backup(context, history, staged)
     if event_id:
         history.update_migration_event(event_id, status="failed" if failure else "completed", error=failure)
     if failure:
