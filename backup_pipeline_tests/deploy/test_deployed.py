@@ -2,7 +2,8 @@
 
 One deployment (PostgreSQL storage on the embedded server, a daemon, a webserver) serves the module;
 the CLI is run as a user runs it, as a subprocess. Shown: the migrations gate through the daemon's
-sensor, a GraphQL-launched backup carrying its target tag, failing CLI backups (queued, and run in
+sensor, a GraphQL-launched backup carrying its target tag, the asset page's Materialize (tagged by the
+run queue), failing CLI backups (queued, and run in
 the CLI's own process) reaching the webhook, and a read-only webserver refusing a launch.
 """
 
@@ -120,6 +121,32 @@ def test_a_backup_launched_through_graphql_runs_with_its_target_tag(deployment):
     assert run.status.value == "SUCCESS" and run.tags[TARGET_TAG] == "shop"
     listed = json.loads(deployment.cli("list", "--target", "shop", "--json").stdout)
     assert any(r["dagster_run_id"] == run_id and r["status"] == "completed" for r in listed)
+
+
+MATERIALIZE = """
+mutation Materialize($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+
+def test_materialize_on_the_asset_page_runs_a_backup_the_queue_holds_to_its_target(deployment):
+    # What the asset page's Materialize button sends: the implicit asset job, the asset, no config, no tags.
+    params = {"selector": {"repositoryLocationName": "backup_pipeline", "repositoryName": "__repository__",
+                           "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": ["backups", "shop"]}],
+                           "assetCheckSelection": []},
+              "runConfigData": {}, "mode": "default", "executionMetadata": {"tags": []}}
+    launched = graphql(deployment.url)._execute(MATERIALIZE, {"params": params})["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run = deployment.wait_for_run(launched["run"]["runId"])
+    assert run.status.value == "SUCCESS" and run.tags[TARGET_TAG] == "shop"  # the tag the queue added
+    listed = json.loads(deployment.cli("list", "--target", "shop", "--json").stdout)
+    assert any(r["dagster_run_id"] == run.run_id and r["status"] == "completed" for r in listed)
 
 
 def test_a_failing_cli_backup_is_queued_run_by_the_daemon_and_alerted(deployment, sink):

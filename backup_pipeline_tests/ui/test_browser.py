@@ -1,9 +1,8 @@
 """The Dagster UI in a real browser: headless chromium against a real dagster-webserver on 127.0.0.1.
 
 What a person sees after a verified backup: the asset page says verified and
-shows the row counts, and its description links to the daily schedule and to the
-launchpad that makes it (an op job's asset has no Materialize button or
-automations in Dagster: see defs/backup/assets.py); the backup job's launchpad
+shows the row counts, lists the daily schedule as its automation, and its
+Materialize button is live and runs a backup; the backup job's launchpad
 offers the targets as a partition picker and opens without a config error.
 Screenshots are left in the test's folder (and in $BACKUP_PIPELINE_UI_SHOTS if set).
 """
@@ -17,8 +16,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from backup_pipeline.dagster_home import daemon_alive, instance_yaml
 from backup_pipeline.definitions import defs
-from backup_pipeline_tests.deploy.deployment import stop, webserver
+from backup_pipeline.resources import TARGET_TAG
+from backup_pipeline_tests.deploy.deployment import daemon, stop, webserver
 from backup_pipeline_tests.ui.browser import Browser, chromium_path
 
 pytestmark = [
@@ -31,6 +32,8 @@ CLICK = ("(() => {{ const el = [...document.querySelectorAll('a,button')].find(e
          " if (el) {{ el.click(); return true }} return false }})()")
 LINK = ("(() => {{ const el = [...document.querySelectorAll('a')].find(e => e.textContent.trim() === {!r});"
         " return el ? el.getAttribute('href') : null }})()")
+ENABLED = ("(() => {{ const el = [...document.querySelectorAll('button')].find(e => e.textContent.trim() === {!r});"
+           " return el ? !el.disabled : null }})()")
 OPEN_PARTITIONS = ("(() => { const i = document.querySelector('input[placeholder=\"Partition\"]');"
                    " if (!i) return false; i.focus(); i.click(); return true })()")
 
@@ -57,16 +60,49 @@ def _serve(log: Path) -> tuple:
             time.sleep(0.5)
 
 
+def _wait_for_daemon(proc, log: Path, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    with dg.DagsterInstance.get() as instance:
+        while not daemon_alive(instance):
+            assert proc.poll() is None and time.monotonic() < deadline, f"no daemon heartbeat: {log.read_text()[-2000:]}"
+            time.sleep(0.5)
+
+
+def _asset_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return instance.get_runs(filters=dg.RunsFilter(job_name="__ASSET_JOB"))
+
+
+def _materialize(browser: Browser, seconds: float) -> dg.DagsterRun:
+    """Click Materialize (past the sign-up dialog a fresh profile may get) and return the run once it finished."""
+    deadline = time.monotonic() + seconds
+    with dg.DagsterInstance.get() as instance:
+        while not (runs := _asset_runs(instance)):
+            assert time.monotonic() < deadline, "Materialize launched no run"
+            browser.evaluate(CLICK.format("Skip"))
+            assert browser.evaluate(CLICK.format("Materialize")), "no Materialize button"
+            for _ in range(10):  # a launch takes a moment to show; clicking again would launch a second run
+                if _asset_runs(instance):
+                    break
+                time.sleep(0.5)
+        [run] = runs
+        while not (run := instance.get_run_by_id(run.run_id)).is_finished:
+            assert time.monotonic() < deadline, f"asset run {run.run_id} still {run.status.value} after {seconds:.0f}s"
+            time.sleep(1)
+        return run
+
+
 def test_asset_page_and_launchpad_in_a_browser(configure, backup_env, source_dsn, tmp_path):
     configure({"shop": {"dsn_env": "SHOP_URL"}, "crm": {"dsn_env": "CRM_URL", "schedule": None}},
               {"SHOP_URL": source_dsn, "CRM_URL": "postgresql://u@127.0.0.1:9/crm"})
-    (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (tmp_path / "dagster_home" / "dagster.yaml").write_text(instance_yaml())  # the CLI's: run queue, our coordinator
     with dg.DagsterInstance.get() as instance:
         result = defs().resolve_job_def("backup").execute_in_process(partition_key="shop", instance=instance)
     assert result.success
     record = backup_env.history().find_by_run(result.run_id, "shop")
     assert record.verification_status == "verified"
 
+    # Storage exists (the run above made it) before the daemon and the webserver start.
+    queue = daemon(dict(os.environ), tmp_path / "daemon.log")
     server, url = _serve(tmp_path / "webserver.log")
     browser = Browser(tmp_path / "chromium-profile")
     try:
@@ -75,11 +111,23 @@ def test_asset_page_and_launchpad_in_a_browser(configure, backup_env, source_dsn
                                 "Fails if more than 26 hours since last materialization", seconds=60)
         _shot(browser, tmp_path, "asset_backups_shop")
         assert "pending" not in page and "Unexpected GraphQL error" not in page
-        assert "daily_backup_shop (0 2 * * * UTC)" in page  # the schedule, in the definition's metadata
+        assert "No automations found" not in page
+        assert "backup_shop" in page and "At 02:00 AM UTC" in page  # Automation details: its job and schedule
         assert browser.evaluate(LINK.format("daily_backup_shop")) == "/locations/backup_pipeline/schedules/daily_backup_shop"
-        assert browser.evaluate(LINK.format("launch it")) == "/locations/backup_pipeline/jobs/backup/playground"
+        assert browser.evaluate(ENABLED.format("Materialize")) is True, "Materialize is missing or disabled"
 
-        assert browser.evaluate(CLICK.format("launch it")), "no launch link in the asset's description"
+        _wait_for_daemon(queue, tmp_path / "daemon.log")
+        run = _materialize(browser, seconds=120)  # a real backup: the webserver queues it, the daemon runs it
+        assert (run.status, run.job_name, run.tags[TARGET_TAG]) == (dg.DagsterRunStatus.SUCCESS, "__ASSET_JOB", "shop")
+        made = backup_env.history().find_by_run(run.run_id, "shop")
+        assert made.verification_status == "verified"
+        browser.open(f"{url}/assets/backups/shop?view=checks")
+        page = browser.wait_for(made.id[:8], "restorable", "drill_fresh", "row_counts_plausible", "Succeeded",
+                                seconds=60)
+        _shot(browser, tmp_path, "asset_materialized_checks")
+        assert page.count("Succeeded") == 5 and "Skipped" not in page, page[:1500]  # all five checks ran and passed
+
+        browser.open(f"{url}/locations/backup_pipeline/jobs/backup/playground")
         page = browser.wait_for("Partition", "No errors", "No missing config", "Launch Run", seconds=60)
         assert "Missing required config entry" not in page
         assert "crm" not in page
@@ -95,3 +143,4 @@ def test_asset_page_and_launchpad_in_a_browser(configure, backup_env, source_dsn
     finally:
         browser.close()
         stop(server)
+        stop(queue)
