@@ -7,6 +7,7 @@ asset-page run with its target and refuses one that backs up several targets.
 """
 
 import dagster as dg
+import psycopg
 import pytest
 
 from backup_pipeline.definitions import defs
@@ -17,6 +18,7 @@ from dagster._core.run_coordinator import SubmitRunContext
 
 from backup_pipeline.run_queue import TargetQueuedRunCoordinator, backed_up_targets
 from backup_pipeline.runs import _remote_origin
+from backup_pipeline_tests.fix_pg import new_database
 
 SHOP = dg.AssetKey(["backups", "shop"])
 CRM = dg.AssetKey(["backups", "crm-db"])
@@ -98,3 +100,57 @@ def test_the_run_queue_tags_an_asset_page_run_with_its_target_and_refuses_severa
         assert refused.status == dg.DagsterRunStatus.FAILURE and TARGET_TAG not in refused.tags
         [event] = instance.all_logs(both.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
         assert "materialize one backups/<target> asset per run" in event.message
+
+
+@pytest.mark.slow  # two real backups, one refreshing a real standby
+def test_an_asset_run_refreshes_the_standby_and_a_standby_failure_comes_after_the_report(
+    configure, backup_env, source_dsn, pg_server, dagster_instance
+):
+    standby = new_database(pg_server.dsn())
+    configure({"shop": {"dsn_env": "SHOP_URL", "standby_dsn_env": "STANDBY_URL"}},
+              {"SHOP_URL": source_dsn, "STANDBY_URL": standby})
+    result = defs().resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[SHOP], instance=dagster_instance, raise_on_error=False)
+    assert result.success
+    assert backup_env.history().find_by_run(result.run_id, "shop").standby_status == "synced"
+    with psycopg.connect(standby) as conn:
+        assert conn.execute("SELECT count(*) FROM public.products").fetchone()[0] == 500
+
+    configure({"shop": {"dsn_env": "SHOP_URL", "standby_dsn_env": "STANDBY_URL"}},
+              {"SHOP_URL": source_dsn, "STANDBY_URL": "postgresql://u@127.0.0.1:9/standby"})
+    failed = defs().resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[SHOP], instance=dagster_instance, raise_on_error=False)
+    assert not failed.success
+    [failure] = [e for e in failed.all_events if e.is_step_failure]
+    assert failure.step_key == f"{node_name('shop')}.sync_standby"
+    row = backup_env.history().find_by_run(failed.run_id, "shop")
+    assert (row.verification_status, row.standby_status) == ("verified", "failed")
+    [materialized] = _materializations(failed)  # the good backup is reported though the standby step failed
+    assert materialized.event_specific_data.materialization.metadata["backup_id"].value == row.id
+
+
+@pytest.mark.slow  # real backups whose drills fail an assertion
+@pytest.mark.parametrize("shape", ["backup job", "asset run"])
+def test_a_failed_drill_reports_its_failed_checks_and_verdict_though_the_step_fails(
+    shape, configure, backup_env, source_dsn, dagster_instance, tmp_path
+):
+    # Events logged with context.log_event are dropped when the op raises: the verdict must be yielded.
+    (tmp_path / "asserts.sql").write_text("-- name: a million customers\nSELECT count(*) > 1000000 AS ok FROM public.customers;\n")
+    configure({"shop": {"dsn_env": "SHOP_URL", "assertions": ["asserts.sql"]}}, {"SHOP_URL": source_dsn})
+    loaded = defs()
+    if shape == "backup job":
+        result = loaded.resolve_job_def("backup").execute_in_process(
+            partition_key="shop", instance=dagster_instance, raise_on_error=False)
+    else:
+        result = loaded.resolve_implicit_global_asset_job_def().execute_in_process(
+            asset_selection=[SHOP], instance=dagster_instance, raise_on_error=False)
+    assert not result.success
+    row = backup_env.history().find_by_run(result.run_id, "shop")
+    assert row.verification_status == "failed"
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert (checks["restorable"], checks["assertions_pass"]) == (True, False)
+    [materialized] = _materializations(result)
+    meta = materialized.event_specific_data.materialization.metadata
+    assert (meta["backup_id"].value, meta["verification_status"].value) == (row.id, "failed")
+    latest = dagster_instance.get_latest_materialization_event(SHOP)
+    assert latest.run_id == result.run_id  # the asset page shows this failed backup, not the last good one

@@ -62,13 +62,16 @@ def backup_report(history: HistoryStore, stored: StoredBackup) -> tuple[str, dic
     return f"{record.type} backup {record.id}: {record.verification_status}", metadata
 
 
-def report_backup(context: dg.OpExecutionContext, history: HistoryStore, stored: StoredBackup) -> None:
-    """A materialization for a backup this run made; an observation (new verdict) for an older one drilled now."""
+def backup_event(history: HistoryStore, stored: StoredBackup) -> dg.AssetMaterialization | dg.AssetObservation:
+    """A materialization for a backup this run made; an observation (new verdict) for an older one drilled now.
+
+    Ops yield it (never context.log_event): Dagster drops logged events when the op then raises,
+    and a failed verdict is reported exactly when the op fails.
+    """
     key = ["backups", stored.target.name]
     description, metadata = backup_report(history, stored)
-    event = (dg.AssetMaterialization(asset_key=key, description=description, metadata=metadata) if stored.new
-             else dg.AssetObservation(asset_key=key, description=description, metadata=metadata))
-    context.log_event(event)
+    return (dg.AssetMaterialization(asset_key=key, description=description, metadata=metadata) if stored.new
+            else dg.AssetObservation(asset_key=key, description=description, metadata=metadata))
 
 
 def reported_by_output(context: dg.OpExecutionContext) -> bool:

@@ -9,6 +9,7 @@ retries are spent, recorded as a drill error beside the backup's unchanged
 verdict: the run fails, but no check says the backup is not restorable.
 """
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from backup_pipeline.core.errors import (
 from backup_pipeline.core.encryption import NO_IDENTITY_REASON, has_identity, is_encrypted
 from backup_pipeline.core.history import CHECKSUM_OK, VERIFICATION_FAILED
 from backup_pipeline.defs.alerts.failed_run import DRILL_ERROR_KEY
-from backup_pipeline.defs.backup.metadata import report_backup, reported_by_output
+from backup_pipeline.defs.backup.metadata import backup_event, reported_by_output
 from backup_pipeline.defs.drill.report import record_drill, record_drill_error
 from backup_pipeline.defs.failures import failing_as, user_message
 from backup_pipeline.defs.partitions import run_target
@@ -81,45 +82,51 @@ def _gave_up(context: dg.OpExecutionContext, config: DrillRetryConfig, history, 
 
 
 @dg.op(description="Download the backup from storage and restore it into a throwaway PostgreSQL; "
-       "a drill that could not run is retried, then recorded as a drill error without a verdict.")
+       "a drill that could not run is retried, then recorded as a drill error without a verdict.",
+       out=dg.Out(DrillResult | None))
 def restore_drill(
     context: dg.OpExecutionContext, config: DrillRetryConfig, staged: StoredBackup, backup_settings: BackupSettings
-) -> DrillResult | None:
+) -> Iterator[dg.Output | dg.AssetMaterialization | dg.AssetObservation]:
+    # A generator: events are yielded, so the report of a drill error survives the Failure raised after it.
     # A backup run honours the target's drill switch and a missing key; the drill job drills regardless.
     if staged.new and not staged.target.drill:
         context.log.info(f"Drills are off for target {staged.target.name}; verify will check the checksum only")
-        return None
+        yield dg.Output(None)
+        return
     if staged.new and staged.encrypted and not has_identity():
         context.log.info(f"Backup {staged.backup_id} is encrypted and {NO_IDENTITY_REASON}")
-        return None
+        yield dg.Output(None)
+        return
     settings = backup_settings.load()
     storage = backup_settings.storage(settings, staged.target.storage_url)
     try:
-        return _drill(storage, staged.manifest_key, staged.target,
-                      backup_settings.stage_dir(settings, context.run_id), staged.backup_id)
+        result = _drill(storage, staged.manifest_key, staged.target,
+                        backup_settings.stage_dir(settings, context.run_id), staged.backup_id)
     except DrillError as exc:
         reason = user_message(exc)
         # Waiting brings no missing key; it may bring back storage, disk space or a server.
         _retry(context, config, f"backup {staged.backup_id}", reason, retryable=not isinstance(exc, IdentityMissing))
         history = backup_settings.history(settings)
         message = _gave_up(context, config, history, staged.target.name, staged.backup_id, reason)
-        report_backup(context, history, staged)
+        yield backup_event(history, staged)
         if event_id := context.get_tag(MIGRATION_EVENT_TAG):  # the migration must not wait for a verdict that never comes
             history.update_migration_event(event_id, status="failed", error=message)
         raise dg.Failure(description=message, metadata={DRILL_ERROR_KEY: reason, "backup_id": staged.backup_id},
                          allow_retries=False) from None
+    yield dg.Output(result)
 
 
 @dg.op(description="Judge the drill (row counts, objects, assertions) or, without a drill, the checksum; record it "
-       "and report the backup with its verdict on the asset backups/<target>.")
+       "and report the backup with its verdict on the asset backups/<target>.", out=dg.Out(StoredBackup))
 def verify(
     context: dg.OpExecutionContext, staged: StoredBackup, drill: DrillResult | None, backup_settings: BackupSettings
-) -> StoredBackup:
+) -> Iterator[dg.Output | dg.AssetCheckEvaluation | dg.AssetMaterialization | dg.AssetObservation]:
+    # A generator: a failed drill's check results and verdict are yielded, so they survive the Failure after them.
     settings = backup_settings.load()
     history = backup_settings.history(settings)
     event_id = context.get_tag(MIGRATION_EVENT_TAG)
     if drill is not None:
-        record_drill(context, history, staged.target.name, drill)
+        yield from record_drill(context, history, staged.target.name, drill)
         failure = None if drill.passed else f"backup {staged.backup_id} failed its drill: {drill.reason}"
     else:
         storage = backup_settings.storage(settings, staged.target.storage_url)
@@ -134,12 +141,12 @@ def verify(
             failure = user_message(exc)
             history.set_verification(staged.backup_id, VERIFICATION_FAILED, failure)
     if failure or not reported_by_output(context):  # else sync_standby's output, after this, is the materialization
-        report_backup(context, history, staged)
+        yield backup_event(history, staged)
     if event_id:
         history.update_migration_event(event_id, status="failed" if failure else "completed", error=failure)
     if failure:
         raise dg.Failure(description=failure, allow_retries=False)
-    return staged
+    yield dg.Output(staged)
 
 
 class DrillConfig(DrillRetryConfig):

@@ -40,7 +40,9 @@ def drill_check_evaluations(target: str, result: DrillResult) -> list[dg.AssetCh
     ]
 
 
-def record_drill(context: dg.OpExecutionContext, history: HistoryStore, target: str, result: DrillResult) -> None:
+def record_drill(context: dg.OpExecutionContext, history: HistoryStore, target: str,
+                 result: DrillResult) -> list[dg.AssetCheckEvaluation]:
+    """Record the drill in history; returns its check results for the op to yield (see backup_event)."""
     try:
         history.record_drill(
             result.backup_id,
@@ -51,11 +53,10 @@ def record_drill(context: dg.OpExecutionContext, history: HistoryStore, target: 
         )
     except ValueError as exc:  # history disagrees with storage (e.g. the row was closed as failed)
         context.log.warning(f"Drill result not recorded in history: {exc}")
-    for evaluation in drill_check_evaluations(target, result):
-        context.log_event(evaluation)
     if result.skipped_extensions:
         context.log.warning(f"Drill skipped extensions the drill server lacks: {', '.join(result.skipped_extensions)}")
     (context.log.info if result.passed else context.log.error)(f"Drill of {result.backup_id}: {result.reason}")
+    return drill_check_evaluations(target, result)
 
 
 def record_drill_error(context: dg.OpExecutionContext, history: HistoryStore, target: str, backup_id: str,

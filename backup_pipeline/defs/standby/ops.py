@@ -15,7 +15,7 @@ import dagster as dg
 from backup_pipeline.core.backup import StoredBackup
 from backup_pipeline.core.pgconn import PgConn
 from backup_pipeline.core.restore import restore_from_storage
-from backup_pipeline.defs.backup.metadata import backup_report, report_backup, reported_by_output
+from backup_pipeline.defs.backup.metadata import backup_event, backup_report, reported_by_output
 from backup_pipeline.defs.failures import user_message
 from backup_pipeline.resources import BackupSettings
 
@@ -23,7 +23,7 @@ from backup_pipeline.resources import BackupSettings
 @dg.op(description="Replace the standby database's contents with this verified backup and check its row counts.",
        out=dg.Out(dg.Nothing, is_required=False, description="the asset backups/<target>, in its own runs"))
 def sync_standby(context: dg.OpExecutionContext, staged: StoredBackup,
-                 backup_settings: BackupSettings) -> Iterator[dg.Output]:
+                 backup_settings: BackupSettings) -> Iterator[dg.Output | dg.AssetMaterialization | dg.AssetObservation]:
     settings = backup_settings.load()
     history = backup_settings.history(settings)
     if not staged.target.standby_dsn_env:
@@ -40,8 +40,8 @@ def sync_standby(context: dg.OpExecutionContext, staged: StoredBackup,
     except Exception as exc:  # noqa: BLE001 - recorded, then the step fails
         message = user_message(exc)
         history.record_standby(staged.backup_id, ok=False, detail=message)
-        if reported_by_output(context):  # the backup is good: it is reported before the step fails
-            report_backup(context, history, staged)
+        if reported_by_output(context):  # the backup is good: it is reported (yielded) before the step fails
+            yield backup_event(history, staged)
         raise dg.Failure(description=f"standby of {staged.target.name} not refreshed: {message}", allow_retries=False) from None
     where = PgConn.parse(standby).where
     history.record_standby(staged.backup_id, ok=True, detail=f"restored into {where}")
