@@ -425,6 +425,16 @@ def ratio_rows(b: Bench) -> tuple[list[Row], bool]:
     for top, bottom in pairs.values():  # CPU seconds hardly depend on what else the machine runs
         rows.append((f"({top})/({bottom}) CPU seconds (info)", fmt_ratio(ratio_of(best(s[top], "cpu"),
                                                                              best(s[bottom], "cpu"))), "", ""))
+    # The best ratio this machine allows for the same work: (top)'s CPU seconds spread over every core, all the
+    # time, against (bottom)'s wall time. A floor above the target means only doing less work (or more cores) meets it.
+    cores = os.cpu_count() or 1
+    for key, (top, bottom) in pairs.items():
+        if key == "b_over_c":
+            continue
+        cpu = best(s[top], "cpu")
+        floor = ratio_of(None if cpu is None else cpu / cores, best(s[bottom]))
+        rows.append((f"({top}) CPU s / {cores} cores / ({bottom}) wall: floor (info)", fmt_ratio(floor),
+                     f"target {TARGETS[key]}", ""))
     return rows, passed
 
 
