@@ -3,14 +3,13 @@
 Its graph is the backup job's chain (dump -> upload -> restore_drill -> verify
 -> sync_standby) with the target bound by a config mapping, so the asset page's
 "Materialize" runs a real backup with no config to type, and the target's daily
-schedule (on the asset job `backup_<target>`) shows as its automation. verify
-reports the asset after the drill, with the verdict and KPIs, in every job shape
-(the partitioned `backup` job too); the graph's output is sync_standby's
-optional Nothing, never yielded, so no second, empty materialization follows.
-Runs launched from the asset page (Dagster's implicit `__ASSET_JOB`) get the
-target tag from the run queue (backup_pipeline/run_queue.py).
-Freshness is Dagster's FreshnessPolicy: a completed backup within BACKUP_MAX_AGE (core/freshness.py).
-"""
+schedule (on the asset job `backup_<target>`) shows as its automation. The asset
+is reported after the drill, with the verdict and KPIs, in every job shape: in
+the partitioned `backup` job verify yields the materialization; in the asset's
+own runs the graph's output is it (sync_standby yields it, with verify's report,
+so the asset's checks run after it). Runs launched from the asset page (Dagster's
+implicit `__ASSET_JOB`) get the target tag from the run queue (backup_pipeline/run_queue.py).
+Freshness is Dagster's FreshnessPolicy: a completed backup within BACKUP_MAX_AGE (core/freshness.py)."""
 
 import dagster as dg
 
