@@ -17,6 +17,12 @@ POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"
 PSYCOPG2_SCHEME = "postgresql+psycopg2:"
 # What launch.py wrote into new homes before the full file shipped: upgraded in place.
 _OLD_MINIMAL_YAML = "telemetry:\n  enabled: false\n"
+# The run queue of the files shipped before backup_pipeline/run_queue.py (which tags asset-page runs with
+# their target): a home holding such a file unchanged is upgraded in place.
+_OUR_COORDINATOR = ("# Dagster's QueuedRunCoordinator, which also tags runs launched from an asset\n"
+                    "# page (\"Materialize\" on backups/<target>) with their target.\n"
+                    "run_coordinator:\n  module: backup_pipeline.run_queue\n  class: TargetQueuedRunCoordinator\n")
+_STOCK_COORDINATOR = "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n"
 # Daemons heartbeat every 30 s; a daemon silent for longer than this is taken for stopped.
 DAEMON_HEARTBEAT_TOLERANCE_S = 90.0
 
@@ -26,14 +32,25 @@ def instance_yaml(kind: str = "local") -> str:
     return files("backup_pipeline").joinpath(f"dagster_yaml/{kind}.yaml").read_text()
 
 
+def shipped_before(kind: str = "local") -> str:
+    """The shipped dagster.yaml as it was before the run queue tagged asset-page runs."""
+    return instance_yaml(kind).replace(_OUR_COORDINATOR, _STOCK_COORDINATOR)
+
+
 def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME (set in this process's environment too), created with the full dagster.yaml if it has none."""
+    """DAGSTER_HOME (set in this process's environment too), created with the full dagster.yaml if it has none.
+
+    A file we shipped earlier, unchanged, is replaced by today's; a file someone edited is left alone.
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_HOME)
     os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists() or config.read_text() == _OLD_MINIMAL_YAML:
+    text = config.read_text() if config.exists() else None
+    if text is None or text in (_OLD_MINIMAL_YAML, shipped_before("local")):
         config.write_text(instance_yaml("local"))
+    elif text == shipped_before("postgres"):
+        config.write_text(instance_yaml("postgres"))
     return home
 
 

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from backup_pipeline.cli import main
-from backup_pipeline.dagster_home import daemon_alive, ensure_dagster_home, instance_yaml
+from backup_pipeline.dagster_home import daemon_alive, ensure_dagster_home, instance_yaml, shipped_before
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,6 +44,18 @@ def test_a_new_home_and_an_old_minimal_one_get_the_full_dagster_yaml(tmp_path, m
     assert (ensure_dagster_home() / "dagster.yaml").read_text() == instance_yaml("local")
     (old / "dagster.yaml").write_text("telemetry:\n  enabled: true\n")  # someone's own file is kept
     assert (ensure_dagster_home() / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
+
+
+@pytest.mark.parametrize("kind", ["local", "postgres"])
+def test_a_home_with_a_file_shipped_before_the_target_tagging_queue_is_upgraded(kind, tmp_path, monkeypatch):
+    before = shipped_before(kind)
+    assert "class: QueuedRunCoordinator" in before and "run_queue" not in before  # Dagster's stock queue
+    (tmp_path / "dagster.yaml").write_text(before)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert (ensure_dagster_home() / "dagster.yaml").read_text() == instance_yaml(kind)
+    edited = before.replace("max_concurrent_runs: 4", "max_concurrent_runs: 8")  # edited by someone: kept
+    (tmp_path / "dagster.yaml").write_text(edited)
+    assert (ensure_dagster_home() / "dagster.yaml").read_text() == edited
 
 
 def test_instance_init_creates_the_storage_and_refuses_what_would_not_work(tmp_path, monkeypatch, capsys):
