@@ -65,6 +65,18 @@ def test_materialize_and_the_scheduled_asset_job_run_the_whole_backup_chain(
     assert len(_materializations(daily)) == 1
 
 
+def test_every_asset_job_and_the_asset_page_launch_open_valid_with_no_config(configure):
+    configure(TARGETS, {"SHOP_URL": "postgresql://u@127.0.0.1:9/shop", "CRM_URL": "postgresql://u@127.0.0.1:9/crm"})
+    loaded = defs()
+    assert {s.job_name for s in loaded.get_repository_def().schedule_defs if s.name.startswith("daily_backup_")} == {"backup_shop"}
+    for job in (loaded.resolve_job_def("backup_shop"), loaded.resolve_job_def("backup_crm_db"),
+                loaded.resolve_implicit_global_asset_job_def()):
+        assert dg.validate_run_config(job, {}), job.name  # nothing required: the graph binds the target
+    with pytest.raises(dg.DagsterInvalidConfigError):  # the type is checked like the CLI's --type
+        dg.validate_run_config(loaded.resolve_job_def("backup_shop"),
+                               {"ops": {node_name("shop"): {"config": {"type": "hourly"}}}})
+
+
 def test_a_failed_asset_run_drill_step_alerts_as_a_verification_failure(configure, dagster_instance):
     configure(TARGETS, {"SHOP_URL": "postgresql://u@127.0.0.1:9/shop", "CRM_URL": "postgresql://u@127.0.0.1:9/crm"})
     result = defs().resolve_implicit_global_asset_job_def().execute_in_process(
