@@ -213,3 +213,44 @@ def test_a_backup_killed_during_its_streamed_s3_upload_leaves_no_manifest_and_no
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
     assert _stage_files(env.stage_dir) == []
+
+
+_MATERIALIZE = """
+import dagster as dg
+from backup_pipeline.definitions import defs
+with dg.DagsterInstance.get() as instance:
+    defs().resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[dg.AssetKey(["backups", "prod"])], instance=instance, raise_on_error=False)
+"""
+
+
+@pytest.mark.slow
+def test_an_asset_run_killed_mid_drill_leaves_a_completed_undrilled_backup_and_no_server(
+        env, configure, big_dsn, capsys):
+    # What "Materialize" on backups/prod runs, in its own process, killed -9 while its drill server restores.
+    configure({"prod": {"dsn_env": "PROD_URL"}}, {"PROD_URL": big_dsn})
+    proc = subprocess.Popen([sys.executable, "-c", _MATERIALIZE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def drill_server():
+        try:
+            return [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() in ("postgres", "pg_restore")]
+        except psutil.NoSuchProcess:
+            return None
+
+    _wait(lambda: any(p.name() == "pg_restore" for p in drill_server() or []), 120, "the drill's pg_restore")
+    servers = drill_server()
+    _kill(proc)
+    gone, alive = psutil.wait_procs(servers, timeout=20)
+    assert not alive, f"the drill's processes outlived the killed run: {alive}"
+
+    row = _only_row(capsys)  # its backup was uploaded and recorded before the drill: never judged, not failed
+    assert (row["status"], row["verification_status"]) == ("completed", "pending")
+    assert _stage_files(env.stage_dir), "the kill came after the drill had cleaned up"
+
+    code, out, err = cli(capsys, "drill", "--backup-id", row["backup_id"], "--json")  # the next run
+    assert code == 0, err
+    assert json.loads(out)["verification_status"] == "verified"  # the backup itself is whole
+    assert _stage_files(env.stage_dir) == []  # the dead run's stage (its decompressed dump) went first
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(row["dagster_run_id"])
+        assert (run.job_name, run.status) == ("__ASSET_JOB", dg.DagsterRunStatus.FAILURE)
