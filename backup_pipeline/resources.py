@@ -17,6 +17,11 @@ from backup_pipeline.core.storage.fallback import FallbackStorage
 TARGET_TAG = "backup_pipeline/target"
 MIGRATION_EVENT_TAG = "backup_pipeline/migration_event"
 MIGRATION_ID_TAG = "backup_pipeline/migration_id"
+BACKUPS_PREFIX = "backups"  # every target's asset is backups/<target>
+
+
+def backup_asset_key(target: str) -> dg.AssetKey:
+    return dg.AssetKey([BACKUPS_PREFIX, target])
 
 
 class BackupSettings(dg.ConfigurableResource):

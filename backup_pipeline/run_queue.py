@@ -11,9 +11,7 @@ Both instance configs (dagster_yaml/local.yaml, postgres.yaml) name it.
 from dagster import AssetKey, DagsterRun
 from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
 
-from backup_pipeline.resources import TARGET_TAG
-
-BACKUPS_PREFIX = "backups"
+from backup_pipeline.resources import BACKUPS_PREFIX, TARGET_TAG
 
 
 def backed_up_targets(asset_selection: frozenset[AssetKey] | None) -> list[str]:

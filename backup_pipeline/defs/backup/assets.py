@@ -20,16 +20,12 @@ from backup_pipeline.defs.backup.jobs import BACKUP_JOB
 from backup_pipeline.defs.backup.ops import dump, upload
 from backup_pipeline.defs.drill.ops import restore_drill, verify
 from backup_pipeline.defs.standby.ops import sync_standby
-from backup_pipeline.resources import TARGET_TAG
+from backup_pipeline.resources import BACKUPS_PREFIX, TARGET_TAG, backup_asset_key
 from backup_pipeline.runs import location_name
 
 
 def _safe(target: str) -> str:
     return target.replace("-", "_")
-
-
-def asset_key(target: str) -> dg.AssetKey:
-    return dg.AssetKey(["backups", target])
 
 
 def node_name(target: str) -> str:
@@ -81,7 +77,7 @@ def backup_asset(target: Target) -> dg.AssetsDefinition:
     }
     policy = dg.FreshnessPolicy.time_window(fail_window=BACKUP_MAX_AGE)
     return dg.AssetsDefinition.from_graph(
-        _backup, keys_by_output_name={"result": asset_key(name)}, group_name="backups",
+        _backup, keys_by_output_name={"result": backup_asset_key(name)}, group_name=BACKUPS_PREFIX,
         descriptions_by_output_name={"result": description}, metadata_by_output_name={"result": metadata},
     ).map_asset_specs(lambda spec: dg.apply_freshness_policy(spec.replace_attributes(kinds={"postgres"}), policy))
 
@@ -90,7 +86,7 @@ def asset_job(target: Target):
     """The target's asset job (what its schedule runs), tagged with the target for the run queue."""
     return dg.define_asset_job(
         asset_job_name(target.name),
-        selection=dg.AssetSelection.assets(asset_key(target.name)).without_checks(),
+        selection=dg.AssetSelection.assets(backup_asset_key(target.name)).without_checks(),
         tags={TARGET_TAG: target.name},
         description=f"Back up target {target.name}: materialize backups/{target.name}.",
     )

@@ -1,7 +1,7 @@
 """Asset metadata for `backups/<target>`, built from the history row so both say the same.
 
 The asset's event comes after the verdict, so the UI's latest materialization
-says verified/failed and carries KPIs that count this backup: verify logs it in
+says verified/failed and carries KPIs that count this backup: verify yields it in
 the `backup` job; in a run of the asset itself (Materialize, its schedule) the
 graph's output is the materialization, so sync_standby, the chain's last step,
 yields that output with the same report (and verify logs only a failure).
@@ -11,6 +11,7 @@ import dagster as dg
 
 from backup_pipeline.core.backup import StoredBackup
 from backup_pipeline.core.history import BackupRecord, HistoryStore
+from backup_pipeline.resources import backup_asset_key
 
 ROW_COUNT_SCHEMA = dg.TableSchema(
     columns=[dg.TableColumn("table", "string"), dg.TableColumn("rows", "int")]
@@ -68,7 +69,7 @@ def backup_event(history: HistoryStore, stored: StoredBackup) -> dg.AssetMateria
     Ops yield it (never context.log_event): Dagster drops logged events when the op then raises,
     and a failed verdict is reported exactly when the op fails.
     """
-    key = ["backups", stored.target.name]
+    key = backup_asset_key(stored.target.name)
     description, metadata = backup_report(history, stored)
     return (dg.AssetMaterialization(asset_key=key, description=description, metadata=metadata) if stored.new
             else dg.AssetObservation(asset_key=key, description=description, metadata=metadata))

@@ -11,13 +11,14 @@ from backup_pipeline.core.alerts import Alert, channels_from_env, known_secrets,
 from backup_pipeline.core.config import Target
 from backup_pipeline.core.history import BackupRecord, HistoryStore
 from backup_pipeline.core.tripwire import TripwireResult, check_backup, evaluate
+from backup_pipeline.resources import backup_asset_key
 
 CHECK_NAME = "row_counts_plausible"
 
 
 def evaluation(result: TripwireResult) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey(["backups", result.target]), check_name=CHECK_NAME, passed=not result.tripped,
+        asset_key=backup_asset_key(result.target), check_name=CHECK_NAME, passed=not result.tripped,
         severity=dg.AssetCheckSeverity.WARN, metadata=_metadata(result),
     )
 
@@ -26,11 +27,11 @@ def check_result(target: Target, history: HistoryStore) -> dg.AssetCheckResult:
     """The check re-evaluated from history: the latest completed backup against the one before it."""
     record = history.latest(target.name)
     if record is None:
-        return dg.AssetCheckResult(asset_key=dg.AssetKey(["backups", target.name]), check_name=CHECK_NAME,
+        return dg.AssetCheckResult(asset_key=backup_asset_key(target.name), check_name=CHECK_NAME,
                                    passed=True, severity=dg.AssetCheckSeverity.WARN,
                                    metadata={"reason": "no completed backup yet"})
     result = evaluate(history, record, drop_share=target.tripwire_drop_share, min_rows=target.tripwire_min_rows)
-    return dg.AssetCheckResult(asset_key=dg.AssetKey(["backups", target.name]), check_name=CHECK_NAME,
+    return dg.AssetCheckResult(asset_key=backup_asset_key(target.name), check_name=CHECK_NAME,
                                passed=not result.tripped, severity=dg.AssetCheckSeverity.WARN, metadata=_metadata(result))
 
 

@@ -16,7 +16,7 @@ from backup_pipeline.core.freshness import DRILL_MAX_AGE, days
 from backup_pipeline.defs.backup.tripwire import CHECK_NAME as TRIPWIRE_CHECK
 from backup_pipeline.defs.backup.tripwire import check_result as tripwire_check_result
 from backup_pipeline.defs.drill.report import DRILL_CHECKS
-from backup_pipeline.resources import BackupSettings
+from backup_pipeline.resources import BackupSettings, backup_asset_key
 
 DRILL_FRESH = "drill_fresh"
 DRILL_CHECK_TEXT = {
@@ -36,7 +36,7 @@ def drill_fresh_result(target: str, history, drills: bool = True) -> dg.AssetChe
     drill_at = drill.drilled_at if drill else None
     fresh = bool(drill_at and datetime.now(UTC) - drill_at <= DRILL_MAX_AGE)
     return dg.AssetCheckResult(
-        asset_key=dg.AssetKey(["backups", target]), check_name=DRILL_FRESH, passed=fresh or not drills,
+        asset_key=backup_asset_key(target), check_name=DRILL_FRESH, passed=fresh or not drills,
         metadata={"last_passing_drill": _age(drill_at),
                   "limit": days(DRILL_MAX_AGE) if drills else "none: the target has drill: false"},
         severity=dg.AssetCheckSeverity.ERROR,
@@ -44,7 +44,7 @@ def drill_fresh_result(target: str, history, drills: bool = True) -> dg.AssetChe
 
 
 def drill_results(target: str, history) -> list[dg.AssetCheckResult]:
-    key = dg.AssetKey(["backups", target])
+    key = backup_asset_key(target)
     last = history.last_drill(target)
     detail = (last.drill_detail or {}) if last else {}
     return [
@@ -57,7 +57,7 @@ def drill_results(target: str, history) -> list[dg.AssetCheckResult]:
 
 
 def build_checks(target: str) -> dg.AssetChecksDefinition:
-    key = dg.AssetKey(["backups", target])
+    key = backup_asset_key(target)
     specs = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=DRILL_CHECK_TEXT[name]) for name in DRILL_CHECKS]
     specs.append(dg.AssetCheckSpec(DRILL_FRESH, asset=key, description=f"A passing drill within {days(DRILL_MAX_AGE)}"))
     specs.append(dg.AssetCheckSpec(TRIPWIRE_CHECK, asset=key, description="No table disappeared or lost more than "
@@ -82,7 +82,7 @@ def backup_checks() -> dg.Definitions:
         return dg.Definitions()
     # Backup freshness is the asset's FreshnessPolicy; a drill is no materialization, so its freshness is a check.
     job = dg.define_asset_job("check_drill_freshness", selection=dg.AssetSelection.checks(
-        *[dg.AssetCheckKey(dg.AssetKey(["backups", name]), DRILL_FRESH) for name in targets]))
+        *[dg.AssetCheckKey(backup_asset_key(name), DRILL_FRESH) for name in targets]))
     return dg.Definitions(
         asset_checks=checks,
         jobs=[job],

@@ -8,12 +8,13 @@ import dagster as dg
 
 from backup_pipeline.core.drill import DrillResult
 from backup_pipeline.core.history import HistoryStore
+from backup_pipeline.resources import backup_asset_key
 
 DRILL_CHECKS = ("restorable", "row_counts_match", "assertions_pass")
 
 
 def drill_check_evaluations(target: str, result: DrillResult) -> list[dg.AssetCheckEvaluation]:
-    key = dg.AssetKey(["backups", target])
+    key = backup_asset_key(target)
     comparison = result.comparison.to_dict() if result.comparison else {}
     outcomes = {
         "restorable": (result.restorable, {

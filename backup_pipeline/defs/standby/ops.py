@@ -24,11 +24,12 @@ from backup_pipeline.resources import BackupSettings
        out=dg.Out(dg.Nothing, is_required=False, description="the asset backups/<target>, in its own runs"))
 def sync_standby(context: dg.OpExecutionContext, staged: StoredBackup,
                  backup_settings: BackupSettings) -> Iterator[dg.Output | dg.AssetMaterialization | dg.AssetObservation]:
+    if not staged.target.standby_dsn_env:
+        if reported_by_output(context):
+            yield _report(context, backup_settings.history(backup_settings.load()), staged)
+        return
     settings = backup_settings.load()
     history = backup_settings.history(settings)
-    if not staged.target.standby_dsn_env:
-        yield from _report(context, history, staged)
-        return
     try:
         standby = staged.target.standby_dsn()
         storage = backup_settings.storage(settings, staged.target.storage_url)
@@ -46,11 +47,12 @@ def sync_standby(context: dg.OpExecutionContext, staged: StoredBackup,
     where = PgConn.parse(standby).where
     history.record_standby(staged.backup_id, ok=True, detail=f"restored into {where}")
     context.log.info(f"Standby {where} now holds backup {staged.backup_id}")
-    yield from _report(context, history, staged)
-
-
-def _report(context: dg.OpExecutionContext, history, staged: StoredBackup) -> Iterator[dg.Output]:
     if reported_by_output(context):
-        description, metadata = backup_report(history, staged)
-        context.log.info(description)
-        yield dg.Output(None, metadata=metadata)
+        yield _report(context, history, staged)
+
+
+def _report(context: dg.OpExecutionContext, history, staged: StoredBackup) -> dg.Output:
+    """The asset's output in its own runs: the backup's report as its metadata."""
+    description, metadata = backup_report(history, staged)
+    context.log.info(description)
+    return dg.Output(None, metadata=metadata)
