@@ -47,10 +47,12 @@ def ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     text = config.read_text() if config.exists() else None
-    if text is None or text in (_OLD_MINIMAL_YAML, shipped_before("local")):
+    if text is None or text == _OLD_MINIMAL_YAML:
         config.write_text(instance_yaml("local"))
-    elif text == shipped_before("postgres"):
-        config.write_text(instance_yaml("postgres"))
+    elif _STOCK_COORDINATOR in text:  # compared in full only then: this runs at every CLI start
+        for kind in ("local", "postgres"):
+            if text == shipped_before(kind):
+                config.write_text(instance_yaml(kind))
     return home
 
 
