@@ -101,10 +101,8 @@ if [ -n "${BENCH_STORE:-}" ]; then cp "$OUT" "$BENCH_STORE/"; else "$PYTHON" -c 
 """
 _UPLOAD = ("import boto3, os, sys; boto3.client('s3').upload_file(sys.argv[1], os.environ['BENCH_BUCKET'], "
            "'seed003/' + os.path.basename(sys.argv[1]))")
-_SEED_000 = r"""set -euo pipefail
-"$CREATEDB" -p "$DST_PORT" "$DST_DB"
-"$PG_DUMP" | "$PSQL" -X -q -v ON_ERROR_STOP=1 -p "$DST_PORT" -d "$DST_DB" > /dev/null
-count() {
+# Seed 000's check: count every table in the source and in the copy; fail unless they agree.
+COUNT_BOTH = r"""count() {
   "$PSQL" -X -At -v ON_ERROR_STOP=1 -p "$1" -d "$2" <<'SQL'
 SELECT format('SELECT %L, count(*) FROM %I.%I', schemaname || '.' || tablename, schemaname, tablename)
 FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1 \gexec
@@ -114,6 +112,10 @@ src=$(count "$PGPORT" "$PGDATABASE")
 dst=$(count "$DST_PORT" "$DST_DB")
 [ -n "$src" ] && [ "$src" = "$dst" ] || { echo "row counts differ: $src / $dst" >&2; exit 1; }
 """
+_SEED_000 = r"""set -euo pipefail
+"$CREATEDB" -p "$DST_PORT" "$DST_DB"
+"$PG_DUMP" | "$PSQL" -X -q -v ON_ERROR_STOP=1 -p "$DST_PORT" -d "$DST_DB" > /dev/null
+""" + COUNT_BOTH
 
 
 @dataclass

@@ -31,23 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import appdata  # noqa: E402
 from bench_common import DBNAME, log, pg_env  # noqa: E402
-from five_ways import _SEED_000  # noqa: E402
+from five_ways import _SEED_000, COUNT_BOTH  # noqa: E402
 
 from backup_pipeline.core.ephemeral import RESTORE_SETTINGS, EphemeralPostgres  # noqa: E402
 
 _STREAM = r"""set -euo pipefail
 "$CREATEDB" -p "$DST_PORT" "$DST_DB"
 "$PG_DUMP" -Fc -Z0 | tee >(zstd -q -1 -T0 > "$OUT") | "$PG_RESTORE" -p "$DST_PORT" -d "$DST_DB" --no-owner
-count() {
-  "$PSQL" -X -At -v ON_ERROR_STOP=1 -p "$1" -d "$2" <<'SQL'
-SELECT format('SELECT %L, count(*) FROM %I.%I', schemaname || '.' || tablename, schemaname, tablename)
-FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1 \gexec
-SQL
-}
-src=$(count "$PGPORT" "$PGDATABASE")
-dst=$(count "$DST_PORT" "$DST_DB")
-[ -n "$src" ] && [ "$src" = "$dst" ] || { echo "row counts differ: $src / $dst" >&2; exit 1; }
-"""
+""" + COUNT_BOTH
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,12 +104,16 @@ def daemon(env: dict[str, str], log: Path) -> subprocess.Popen:
     return start([str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")], env, log)
 
 
-def wait_for_daemon(deployment: Deployment, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
-    """Until the daemon's run queue has heartbeat: from then on the CLI submits its runs to the queue."""
+def wait_for_daemon(open_instance: Callable[[], AbstractContextManager[dg.DagsterInstance]], proc: subprocess.Popen,
+                    log: Path, seconds: float = 180) -> None:
+    """Until the daemon's run queue has heartbeat: from then on the CLI submits its runs to the queue.
+
+    `open_instance`: Deployment.instance, or dg.DagsterInstance.get for $DAGSTER_HOME's.
+    """
     from backup_pipeline.dagster_home import daemon_alive
 
     deadline = time.monotonic() + seconds
-    with deployment.instance() as instance:
+    with open_instance() as instance:
         while not daemon_alive(instance):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"dagster-daemon did not heartbeat: {log.read_text()[-2000:]}")

@@ -86,7 +86,7 @@ def deployment(pg_server, sink, tmp_path_factory):
         procs.append(read_only)
         wait_for_webserver(server, deployment.url, root / "webserver.log")
         wait_for_webserver(read_only, deployment.read_only_url, root / "read_only.log")
-        wait_for_daemon(deployment, procs[0], root / "daemon.log")
+        wait_for_daemon(deployment.instance, procs[0], root / "daemon.log")
         yield deployment
     finally:
         for proc in procs:

@@ -16,10 +16,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from backup_pipeline.dagster_home import daemon_alive, instance_yaml
+from backup_pipeline.dagster_home import instance_yaml
 from backup_pipeline.definitions import defs
 from backup_pipeline.resources import TARGET_TAG
-from backup_pipeline_tests.deploy.deployment import daemon, stop, webserver
+from backup_pipeline_tests.deploy.deployment import daemon, stop, wait_for_daemon, webserver
 from backup_pipeline_tests.ui.browser import Browser, chromium_path
 
 pytestmark = [
@@ -57,14 +57,6 @@ def _serve(log: Path) -> tuple:
             if server.poll() is not None or time.monotonic() > deadline:
                 stop(server)
                 raise AssertionError(f"dagster-webserver did not come up: {log.read_text()[-2000:]}") from None
-            time.sleep(0.5)
-
-
-def _wait_for_daemon(proc, log: Path, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    with dg.DagsterInstance.get() as instance:
-        while not daemon_alive(instance):
-            assert proc.poll() is None and time.monotonic() < deadline, f"no daemon heartbeat: {log.read_text()[-2000:]}"
             time.sleep(0.5)
 
 
@@ -116,7 +108,7 @@ def test_asset_page_and_launchpad_in_a_browser(configure, backup_env, source_dsn
         assert browser.evaluate(LINK.format("daily_backup_shop")) == "/locations/backup_pipeline/schedules/daily_backup_shop"
         assert browser.evaluate(ENABLED.format("Materialize")) is True, "Materialize is missing or disabled"
 
-        _wait_for_daemon(queue, tmp_path / "daemon.log")
+        wait_for_daemon(dg.DagsterInstance.get, queue, tmp_path / "daemon.log")
         run = _materialize(browser, seconds=120)  # a real backup: the webserver queues it, the daemon runs it
         assert (run.status, run.job_name, run.tags[TARGET_TAG]) == (dg.DagsterRunStatus.SUCCESS, "__ASSET_JOB", "shop")
         made = backup_env.history().find_by_run(run.run_id, "shop")
